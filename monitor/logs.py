@@ -1,0 +1,37 @@
+"""Logging for the CLI: newsmon's own lines at INFO, Scrapy's internals only when asked for."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+_scrapy_level = logging.WARNING
+
+
+def configure(verbose: int = 0, quiet: int = 0) -> None:
+    """-v shows Scrapy's INFO lines, -vv its DEBUG lines; -q hides newsmon's INFO lines."""
+    global _scrapy_level
+    level = max(logging.INFO - 10 * verbose + 10 * quiet, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    if verbose == 0:
+        handler.addFilter(_drop_tracebacks)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    _scrapy_level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING
+    _scrapy_level = max(_scrapy_level, level)
+    reapply()
+
+
+def _drop_tracebacks(record: logging.LogRecord) -> bool:
+    """Scrapy logs network failures with tracebacks; the one-line message is enough (-v shows it)."""
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
+def reapply() -> None:
+    """Scrapy resets its loggers when a crawler process starts; put our levels back."""
+    for name in ("scrapy", "twisted", "py.warnings", "apprise"):
+        logging.getLogger(name).setLevel(_scrapy_level)

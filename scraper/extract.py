@@ -1,0 +1,298 @@
+"""Pull entries and article fields out of pages: configured selectors first, then fallbacks.
+
+Every value records where it came from ("selector" or "fallback"), so a crawl can warn that a
+configured selector stopped matching even while the fallback still finds the content.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urljoin, urlsplit
+
+from parsel import Selector, SelectorList
+
+from monitor.config import Selectors
+from storage.normalize import find_date, is_attachment, is_http_url, normalize_whitespace
+
+NEXT_LINK_TEXTS = {
+    "next", "next page", "older", "older posts", "older entries", "»", "›", ">", ">>",
+    "след.", "следующая", "далее", "вперед", "вперёд", "ещё", "еще",
+}  # fmt: skip
+DATE_META = (
+    "meta[property='article:published_time']::attr(content)",
+    "meta[name='pubdate']::attr(content)",
+    "meta[name='publishdate']::attr(content)",
+    "meta[name='date']::attr(content)",
+    "meta[name='DC.date']::attr(content)",
+    "meta[itemprop='datePublished']::attr(content)",
+    "[itemprop='datePublished']::attr(datetime)",
+    "time[datetime]::attr(datetime)",
+)
+BODY_CANDIDATES = (
+    "[itemprop='articleBody']",
+    ".news-detail-text",
+    ".entry-content",
+    ".post-content",
+    ".article-body",
+    "article",
+)
+PAGINATION_PARAMS = re.compile(r"^(PAGEN_\d+|page|paged|p|start|offset)$", re.IGNORECASE)
+
+
+def select(node: Selector | SelectorList, expression: str) -> SelectorList:
+    """Run a configured expression: CSS by default, XPath with an "xpath:" prefix."""
+    if expression.startswith("xpath:"):
+        return node.xpath(expression[len("xpath:") :])
+    return node.css(expression)
+
+
+def text_of(nodes: SelectorList) -> str | None:
+    """Joined, whitespace-normalized text of matched nodes (elements or ::text results)."""
+    parts = []
+    for node in nodes:
+        value = node.get()
+        if value and value.lstrip().startswith("<"):
+            value = " ".join(node.xpath(".//text()").getall())
+        parts.append(value or "")
+    text = normalize_whitespace(" ".join(parts))
+    return text or None
+
+
+@dataclass
+class Entry:
+    url: str
+    title: str | None = None
+    date: str | None = None
+    summary: str | None = None
+
+
+@dataclass
+class Listing:
+    entries: list[Entry]
+    next_page: str | None
+    origin: dict[str, str] = field(default_factory=dict)  # field -> "selector" | "fallback"
+
+
+def _same_site(url: str, page_url: str) -> bool:
+    host = (urlsplit(url).hostname or "").removeprefix("www.")
+    return host == (urlsplit(page_url).hostname or "").removeprefix("www.")
+
+
+def _article_link(href: str | None, page_url: str) -> str | None:
+    if not href:
+        return None
+    url = urljoin(page_url, href.strip())
+    if not is_http_url(url) or not _same_site(url, page_url) or is_attachment(url):
+        return None
+    return url.split("#", 1)[0]
+
+
+def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listing:
+    origin: dict[str, str] = {}
+    entries: list[Entry] = []
+    if selectors.item:
+        entries = _entries_from_selectors(response, url, selectors)
+        origin["item"] = "selector" if entries else "fallback"
+    if not entries:
+        entries = _entries_by_fallback(response, url)
+    next_page = None
+    if selectors.next_page:
+        next_page = _first_link(select(response, selectors.next_page).getall(), url)
+        origin["next_page"] = "selector" if next_page else "fallback"
+    if next_page is None:
+        next_page = next_page_fallback(response, url)
+    return Listing(entries=_dedupe(entries), next_page=next_page, origin=origin)
+
+
+def _first_link(values: list[str], page_url: str) -> str | None:
+    for value in values:
+        link = urljoin(page_url, value.strip())
+        if is_http_url(link) and _same_site(link, page_url):
+            return link
+    return None
+
+
+def _entries_from_selectors(response: Selector, url: str, selectors: Selectors) -> list[Entry]:
+    link_expr = selectors.link or "a::attr(href)"
+    entries = []
+    for node in select(response, selectors.item):
+        link = _article_link(select(node, link_expr).get(), url)
+        if link is None:
+            continue
+        entries.append(
+            Entry(
+                url=link,
+                title=text_of(select(node, selectors.title)) if selectors.title else None,
+                date=text_of(select(node, selectors.date)) if selectors.date else None,
+                summary=text_of(select(node, selectors.summary)) if selectors.summary else None,
+            )
+        )
+    return entries
+
+
+def _entries_by_fallback(response: Selector, url: str) -> list[Entry]:
+    """Links that repeat under one path prefix below the listing's path are the articles."""
+    base_path = urlsplit(url).path.rstrip("/") + "/"
+    links: list[tuple[str, Selector]] = []
+    for anchor in response.css("a[href]"):
+        link = _article_link(anchor.attrib.get("href"), url)
+        if link is None:
+            continue
+        parts = urlsplit(link)
+        query = dict(parse_qsl(parts.query))
+        if (
+            any(PAGINATION_PARAMS.match(key) for key in query)
+            or parts.path.rstrip("/") + "/" == base_path
+        ):
+            continue
+        if parts.path.startswith(base_path) or base_path == "/":
+            links.append((link, anchor))
+    groups = Counter(_parent_path(link) for link, _ in links)
+    if not groups:
+        return []
+    prefix, count = groups.most_common(1)[0]
+    if count < 2:
+        return []
+    return [
+        _entry_from_anchor(link, anchor) for link, anchor in links if _parent_path(link) == prefix
+    ]
+
+
+def _parent_path(link: str) -> str:
+    path = urlsplit(link).path.rstrip("/")
+    return path.rsplit("/", 1)[0]
+
+
+def _entry_from_anchor(link: str, anchor: Selector) -> Entry:
+    title = text_of(anchor.xpath(".//text()"))
+    date = None
+    for container in anchor.xpath("ancestor::*[position() <= 3]"):
+        text = normalize_whitespace(" ".join(container.xpath(".//text()").getall()))
+        if len(text) > 600:
+            break
+        date = find_date(text)
+        if date:
+            break
+    return Entry(url=link, title=title, date=date)
+
+
+def _dedupe(entries: list[Entry]) -> list[Entry]:
+    """One entry per link, keeping the first that has a title (a thumbnail link often has none)."""
+    best: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.url not in best or (not best[entry.url].title and entry.title):
+            best[entry.url] = entry
+    return list(best.values())
+
+
+def next_page_fallback(response: Selector, url: str) -> str | None:
+    for href in response.css("a[rel~=next]::attr(href), link[rel~=next]::attr(href)").getall():
+        link = _first_link([href], url)
+        if link:
+            return link
+    for anchor in response.css("a[href]"):
+        label = normalize_whitespace(" ".join(anchor.xpath(".//text()").getall())).lower()
+        classes = anchor.attrib.get("class", "")
+        if label in NEXT_LINK_TEXTS or "page-next" in classes or "next" in classes.split():
+            link = _first_link([anchor.attrib["href"]], url)
+            if link:
+                return link
+    return None
+
+
+@dataclass
+class ArticleFields:
+    title: str | None
+    date: str | None  # raw date text, parsed later by the normalizer
+    body_html: str | None
+    canonical: str | None
+    attachments: list[str]
+    origin: dict[str, str]
+
+
+def extract_article(response: Selector, url: str, selectors: Selectors) -> ArticleFields:
+    origin: dict[str, str] = {}
+    title = _configured(response, selectors.article_title, "article_title", origin)
+    if title is None:
+        title = article_title_fallback(response)
+    date = _configured(response, selectors.article_date, "article_date", origin)
+    if date is None or find_date(date) is None:
+        date = article_date_fallback(response, title) or date
+    body_html = None
+    if selectors.article_body:
+        body_html = "".join(select(response, selectors.article_body).getall()) or None
+        origin["article_body"] = "selector" if body_html else "fallback"
+    if not body_html:
+        body_html = article_body_fallback(response)
+    return ArticleFields(
+        title=title,
+        date=date,
+        body_html=body_html,
+        canonical=response.css("link[rel=canonical]::attr(href)").get(),
+        attachments=_attachments(response, url),
+        origin=origin,
+    )
+
+
+def _configured(
+    response: Selector, expression: str | None, key: str, origin: dict[str, str]
+) -> str | None:
+    if not expression:
+        return None
+    value = text_of(select(response, expression))
+    origin[key] = "selector" if value else "fallback"
+    return value
+
+
+def article_title_fallback(response: Selector) -> str | None:
+    for expression in ("meta[property='og:title']::attr(content)", "h1", "title"):
+        value = text_of(response.css(expression)[:1])
+        if value:
+            return _strip_site_name(value) if expression == "title" else value
+    return None
+
+
+def _strip_site_name(title: str) -> str:
+    for separator in (" | ", " - ", " — ", " :: "):
+        if separator in title:
+            return title.rsplit(separator, 1)[0].strip()
+    return title
+
+
+def article_date_fallback(response: Selector, title: str | None) -> str | None:
+    """Machine-readable dates first, then a date printed near the title."""
+    for expression in DATE_META:
+        value = response.css(expression).get()
+        if value and find_date(value):
+            return value.strip()
+    heading = response.css("h1") or response.css("h2")
+    for node in heading[:1].xpath("ancestor-or-self::*[position() <= 3]"):
+        text = normalize_whitespace(" ".join(node.xpath(".//text()").getall()))
+        if title:
+            text = text[text.find(title) :] if title in text else text
+        found = find_date(text[:400])
+        if found:
+            return found
+    return None
+
+
+def article_body_fallback(response: Selector) -> str | None:
+    """The element holding the most paragraph text (not link text) is the main text block."""
+    for expression in BODY_CANDIDATES:
+        nodes = response.css(expression)
+        if len(nodes) == 1:
+            return nodes.get()
+    best, best_score = None, 0
+    for node in response.xpath("//div | //section | //main | //td"):
+        paragraphs = node.xpath("./p[not(ancestor::a)]//text()[not(ancestor::a)]").getall()
+        score = sum(len(text.strip()) for text in paragraphs)
+        if score > best_score:
+            best, best_score = node, score
+    return best.get() if best is not None else None
+
+
+def _attachments(response: Selector, url: str) -> list[str]:
+    links = (urljoin(url, href.strip()) for href in response.css("a::attr(href)").getall())
+    return list(dict.fromkeys(link for link in links if is_http_url(link) and is_attachment(link)))

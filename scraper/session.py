@@ -1,0 +1,126 @@
+"""The bookkeeping of one crawl or check: per-source counters, crawl_runs rows, alerts.
+
+The spider decides what to fetch; the session remembers what happened, records each source's run
+in `crawl_runs`, and raises `source_error` alerts when a source breaks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.config import Config, SourceConfig
+from storage.archive import Archive
+
+logger = logging.getLogger(__name__)
+
+COUNTERS = ("pages", "requests", "new", "updated", "removed", "unchanged", "errors")
+
+
+@dataclass
+class SourceRun:
+    config: SourceConfig
+    run_id: int
+    alerting: bool
+    counts: Counter[str] = field(default_factory=Counter)
+    seen_pages: set[tuple[str, ...]] = field(default_factory=set)
+    validators: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    listing_ok: int = 0
+    listing_failed: int = 0
+    not_modified: int = 0
+    entries: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def problem(self, reason: str) -> None:
+        """A reason a person can act on; becomes a `source_error` alert once per day."""
+        if reason not in self.problems:
+            logger.warning("%s: %s", self.name, reason)
+            self.problems.append(reason)
+
+    def status(self) -> str:
+        if self.listing_ok == 0 and self.not_modified == 0:
+            return "failed"
+        if self.entries == 0 and self.not_modified == 0:
+            return "empty"
+        return "ok"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "source": self.name,
+            "status": self.status(),
+            **{k: self.counts[k] for k in COUNTERS},
+        }
+
+
+class CrawlSession:
+    """Owns the archive connection and the outbox for the duration of one crawler run."""
+
+    def __init__(self, config: Config, mode: str, *, alert_on_first_run: bool = False) -> None:
+        self.config = config
+        self.mode = mode
+        self.archive = Archive(config.database)
+        self.outbox = self._outbox() if mode == "check" else None
+        self.alert_on_first_run = alert_on_first_run
+        self.runs: dict[str, SourceRun] = {}
+
+    def _outbox(self) -> Any:
+        from monitor.outbox import Outbox
+
+        return Outbox(self.archive.db, self.config.channels())
+
+    def begin(self, source: SourceConfig) -> SourceRun:
+        kind = "check" if self.mode == "check" else "crawl"
+        alerting = self.outbox is not None and (
+            self.alert_on_first_run or self.archive.has_baseline(source.name)
+        )
+        run = SourceRun(source, self.archive.start_run(source.name, kind), alerting)
+        self.runs[source.name] = run
+        return run
+
+    def change_hook(self, run: SourceRun):
+        """The callback the archive runs inside an article's transaction to enqueue its alerts."""
+        if not run.alerting or self.outbox is None:
+            return None
+
+        def enqueue(event: str, article: dict[str, Any]) -> None:
+            self.outbox.enqueue(event, run.name, article)
+
+        return enqueue
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Close every source's run: crawl_runs row, validators, source_error alerts."""
+        summaries = []
+        for run in self.runs.values():
+            status = run.status()
+            if status == "ok" and run.counts["errors"] == 0:
+                for url, (etag, modified) in run.validators.items():
+                    self.archive.save_validators(url, etag, modified)
+            self._record_health(run, status)
+            message = "; ".join(run.problems)
+            self.archive.finish_run(run.run_id, status, run.counts, message)
+            summaries.append(run.summary())
+        return summaries
+
+    def _record_health(self, run: SourceRun, status: str) -> None:
+        if status == "empty":
+            run.problem(f"no entries found on {', '.join(run.config.start_urls)}")
+        if status == "failed":
+            failures = self.archive.consecutive_failures(run.name) + 1
+            if failures >= run.config.max_failures:
+                run.problem(f"failed {failures} checks in a row")
+        if self.outbox is None or not run.problems:
+            return
+        day = datetime.now(UTC).date().isoformat()
+        with self.archive.db.atomic():
+            for reason in run.problems:
+                self.outbox.enqueue("source_error", run.name, None, reason=reason, dedupe=day)
+
+    def close(self) -> None:
+        self.archive.close()

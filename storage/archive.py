@@ -1,0 +1,285 @@
+"""The SQLite archive: articles, revisions, crawl runs, HTTP validators and the alert outbox.
+
+Schema, upserts and full-text search go through sqlite-utils. Every article write runs in one
+`Database.atomic()` block together with the alerts it causes, so a crash never leaves half an
+article, and never an article change without its alert.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from storage.migrations import migrate
+
+ARTICLE_FIELDS = (
+    "source",
+    "url",
+    "title",
+    "published",
+    "summary",
+    "body",
+    "language",
+    "section",
+    "attachments",
+    "content_hash",
+    "etag",
+    "last_modified",
+)
+
+ChangeHook = Callable[[str, dict[str, Any]], None]
+
+
+class ArchiveError(Exception):
+    """A problem with the database file that the user can fix (locked, not a database, ...)."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def _open_private(path: Path) -> None:
+    """Create the file readable by the user only, before SQLite creates it with the umask."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+class Archive:
+    """One SQLite file in WAL mode; safe for one writer and many readers at once."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = Path(path)
+        _open_private(self.path)
+        try:
+            conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            migrate(self.db)
+        except sqlite3.DatabaseError as exc:
+            raise ArchiveError(f"cannot open database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- articles ---------------------------------------------------------------------------
+
+    def store_article(
+        self,
+        article: dict[str, Any],
+        *,
+        now: str | None = None,
+        on_change: ChangeHook | None = None,
+    ) -> str:
+        """Insert or update one article; return "new", "updated" or "unchanged".
+
+        `on_change(outcome, article_row)` runs inside the same transaction (the outbox enqueues
+        its alerts there), so the change and its alerts commit together or not at all.
+        """
+        now = now or utc_now()
+        record = {key: article.get(key) for key in ARTICLE_FIELDS}
+        if isinstance(record["attachments"], list | tuple):
+            record["attachments"] = json.dumps(list(record["attachments"]), ensure_ascii=False)
+        with self.db.atomic():
+            existing = self._row_by_url(record["url"])
+            if existing is None:
+                outcome, article_id = "new", self._insert(record, now)
+            elif existing["content_hash"] != record["content_hash"]:
+                outcome, article_id = "updated", self._update(existing, record, now)
+            else:
+                outcome, article_id = "unchanged", self._refresh(existing, record, now)
+            if outcome != "unchanged":
+                self._add_revision(article_id, record, now)
+                if on_change is not None:
+                    on_change(outcome, {**record, "id": article_id})
+        return outcome
+
+    def _row_by_url(self, url: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("select * from articles where url = ?", [url]))
+        return rows[0] if rows else None
+
+    def _insert(self, record: dict[str, Any], now: str) -> int:
+        row = {**record, "first_seen": now, "last_seen": now, "last_checked": now}
+        return self.db["articles"].insert(row).last_pk
+
+    def _update(self, existing: dict[str, Any], record: dict[str, Any], now: str) -> int:
+        changes = {k: v for k, v in record.items() if v is not None or k in ("title", "body")}
+        changes.update(last_seen=now, last_checked=now, removed_at=None)
+        self.db["articles"].update(existing["id"], changes)
+        return existing["id"]
+
+    def _refresh(self, existing: dict[str, Any], record: dict[str, Any], now: str) -> int:
+        """Same content: note that we saw it, and fill fields an earlier fetch lacked."""
+        changes: dict[str, Any] = {"last_seen": now, "last_checked": now, "removed_at": None}
+        for key in ("published", "summary", "section", "language"):
+            if existing.get(key) is None and record.get(key) is not None:
+                changes[key] = record[key]
+        if record.get("etag") or record.get("last_modified"):
+            changes.update(etag=record.get("etag"), last_modified=record.get("last_modified"))
+        self.db["articles"].update(existing["id"], changes)
+        return existing["id"]
+
+    def _add_revision(self, article_id: int, record: dict[str, Any], now: str) -> None:
+        self.db.execute(
+            "insert or ignore into revisions (article_id, content_hash, title, body, seen_at)"
+            " values (?, ?, ?, ?, ?)",
+            [article_id, record["content_hash"], record["title"], record["body"], now],
+        )
+
+    def known_urls(self, urls: Iterable[str]) -> set[str]:
+        """Which of these canonical URLs are already stored (one query per 500 URLs)."""
+        urls = list(dict.fromkeys(urls))
+        found: set[str] = set()
+        for start in range(0, len(urls), 500):
+            chunk = urls[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"select url from articles where url in ({marks})"
+            found.update(row["url"] for row in self.db.query(sql, chunk))
+        return found
+
+    def mark_checked(
+        self, article_id: int, *, etag: str | None = None, last_modified: str | None = None
+    ) -> None:
+        changes = {"last_checked": utc_now(), "etag": etag, "last_modified": last_modified}
+        self.db["articles"].update(article_id, changes)
+
+    def mark_removed(
+        self, article_id: int, *, now: str | None = None, on_change: ChangeHook | None = None
+    ) -> bool:
+        """Set removed_at once; return False when it was already marked."""
+        now = now or utc_now()
+        with self.db.atomic():
+            row = self.get_article(article_id)
+            if row is None or row["removed_at"] is not None:
+                return False
+            self.db["articles"].update(article_id, {"removed_at": now, "last_checked": now})
+            if on_change is not None:
+                on_change("removed", {**row, "removed_at": now})
+        return True
+
+    def due_for_revisit(
+        self, source: str, *, revisit_days: float, revisit_every: float, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Recent articles not checked for `revisit_every` seconds: candidates for an edit check."""
+        now = now or datetime.now(UTC)
+        recent = (now - timedelta(days=revisit_days)).date().isoformat()
+        stale = (now - timedelta(seconds=revisit_every)).replace(microsecond=0).isoformat()
+        sql = """
+            select id, url, content_hash, etag, last_modified from articles
+            where source = ? and removed_at is null
+              and coalesce(published, substr(first_seen, 1, 10)) >= ?
+              and (last_checked is null or last_checked <= ?)
+            order by id
+        """
+        return list(self.db.query(sql, [source, recent, stale]))
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get_article(self, id_or_url: int | str) -> dict[str, Any] | None:
+        if isinstance(id_or_url, int) or str(id_or_url).isdigit():
+            rows = self.db.query("select * from articles where id = ?", [int(id_or_url)])
+        else:
+            rows = self.db.query("select * from articles where url = ?", [id_or_url])
+        return next(iter(rows), None)
+
+    def revisions(self, article_id: int) -> list[dict[str, Any]]:
+        sql = "select * from revisions where article_id = ? order by id"
+        return list(self.db.query(sql, [article_id]))
+
+    def iter_articles(
+        self,
+        *,
+        sources: Iterable[str] | None = None,
+        since: str | None = None,
+        limit: int | None = None,
+        columns: str = "*",
+    ) -> Iterator[dict[str, Any]]:
+        """Articles newest first (by published date, then by id); streamed, not loaded."""
+        where, params = ["1 = 1"], []
+        if sources:
+            names = list(sources)
+            where.append(f"source in ({','.join('?' * len(names))})")
+            params.extend(names)
+        if since:
+            where.append("coalesce(published, first_seen) >= ?")
+            params.append(since)
+        sql = (
+            f"select {columns} from articles where {' and '.join(where)}"
+            " order by coalesce(published, substr(first_seen, 1, 10)) desc, id desc"
+        )
+        if limit is not None:
+            sql += f" limit {int(limit)}"
+        return self.db.query(sql, params)
+
+    def count_articles(self, source: str | None = None) -> int:
+        if source is None:
+            return self.db["articles"].count
+        return next(self.db.query("select count(*) n from articles where source = ?", [source]))[
+            "n"
+        ]
+
+    # -- crawl runs -------------------------------------------------------------------------
+
+    def start_run(self, source: str, kind: str) -> int:
+        row = {"source": source, "kind": kind, "started_at": utc_now(), "status": "running"}
+        return self.db["crawl_runs"].insert(row).last_pk
+
+    def finish_run(
+        self, run_id: int, status: str, counts: dict[str, int], message: str = ""
+    ) -> None:
+        keys = ("pages", "requests", "new", "updated", "removed", "unchanged", "errors")
+        changes: dict[str, Any] = {k: int(counts.get(k, 0)) for k in keys}
+        changes.update(finished_at=utc_now(), status=status, message=message or None)
+        self.db["crawl_runs"].update(run_id, changes)
+
+    def has_baseline(self, source: str) -> bool:
+        """True once any crawl or check of this source has succeeded."""
+        sql = "select 1 from crawl_runs where source = ? and status = 'ok' limit 1"
+        return next(iter(self.db.query(sql, [source])), None) is not None
+
+    def consecutive_failures(self, source: str) -> int:
+        sql = (
+            "select status from crawl_runs where source = ? and status != 'running'"
+            " order by id desc"
+        )
+        count = 0
+        for row in self.db.query(sql, [source]):
+            if row["status"] == "ok":
+                break
+            count += 1
+        return count
+
+    def last_run(self, source: str) -> dict[str, Any] | None:
+        sql = "select * from crawl_runs where source = ? order by id desc limit 1"
+        return next(iter(self.db.query(sql, [source])), None)
+
+    # -- conditional requests ---------------------------------------------------------------
+
+    def validators(self, url: str) -> tuple[str | None, str | None]:
+        rows = self.db.query("select etag, last_modified from http_validators where url = ?", [url])
+        row = next(iter(rows), None)
+        return (row["etag"], row["last_modified"]) if row else (None, None)
+
+    def save_validators(self, url: str, etag: str | None, last_modified: str | None) -> None:
+        row = {"url": url, "etag": etag, "last_modified": last_modified, "checked_at": utc_now()}
+        self.db["http_validators"].upsert(row, pk="url")
+
+    def forget_validators(self, urls: Iterable[str]) -> None:
+        for url in urls:
+            self.db.execute("delete from http_validators where url = ?", [url])

@@ -1,0 +1,121 @@
+"""Versioned schema migrations, tracked in `PRAGMA user_version`.
+
+Each step is a function that moves the schema from version N-1 to N. A database made by an older
+newsmon is brought forward on open; one made by a newer newsmon is refused rather than damaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+FTS_TOKENIZER = "unicode61 remove_diacritics 2"
+
+
+def _create_core_tables(db: sqlite_utils.Database) -> None:
+    db["articles"].create(
+        {
+            "id": int,
+            "source": str,
+            "url": str,
+            "title": str,
+            "published": str,
+            "summary": str,
+            "body": str,
+            "language": str,
+            "section": str,
+            "attachments": str,
+            "content_hash": str,
+            "first_seen": str,
+            "last_seen": str,
+            "last_checked": str,
+            "removed_at": str,
+            "etag": str,
+            "last_modified": str,
+        },
+        pk="id",
+        not_null={"source", "url"},
+    )
+    db["articles"].create_index(["url"], unique=True)
+    db["articles"].create_index(["source", "published"])
+    db["revisions"].create(
+        {
+            "id": int,
+            "article_id": int,
+            "content_hash": str,
+            "title": str,
+            "body": str,
+            "seen_at": str,
+        },
+        pk="id",
+        foreign_keys=[("article_id", "articles", "id")],
+    )
+    db["revisions"].create_index(["article_id", "content_hash"], unique=True)
+    db["articles"].enable_fts(["title", "body"], create_triggers=True, tokenize=FTS_TOKENIZER)
+
+
+def _create_run_tables(db: sqlite_utils.Database) -> None:
+    columns = {"id": int, "source": str, "kind": str, "started_at": str, "finished_at": str}
+    columns.update({"status": str, "message": str})
+    columns.update(dict.fromkeys(("pages", "requests", "new", "updated", "removed"), int))
+    columns.update(dict.fromkeys(("unchanged", "errors"), int))
+    db["crawl_runs"].create(columns, pk="id")
+    db["crawl_runs"].create_index(["source", "id"])
+    db["http_validators"].create(
+        {"url": str, "etag": str, "last_modified": str, "checked_at": str}, pk="url"
+    )
+
+
+def _create_alerts_table(db: sqlite_utils.Database) -> None:
+    db["alerts"].create(
+        {
+            "id": int,
+            "alert_id": str,
+            "event": str,
+            "source": str,
+            "article_id": int,
+            "channel": str,
+            "status": str,
+            "attempts": int,
+            "next_attempt_at": str,
+            "last_error": str,
+            "created_at": str,
+            "sent_at": str,
+            "payload": str,
+        },
+        pk="id",
+        defaults={"attempts": 0, "status": "pending"},
+        if_not_exists=True,
+    )
+    db["alerts"].create_index(["alert_id"], unique=True, if_not_exists=True)
+    db["alerts"].create_index(["status", "next_attempt_at"], if_not_exists=True)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _create_core_tables,
+    _create_run_tables,
+    _create_alerts_table,
+]
+
+
+class SchemaTooNewError(Exception):
+    pass
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    return next(db.query("PRAGMA user_version"))["user_version"]
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Apply every pending step, each in its own transaction; return the resulting version."""
+    version = schema_version(db)
+    if version > len(MIGRATIONS):
+        raise SchemaTooNewError(
+            f"database schema version {version} is newer than this newsmon ({len(MIGRATIONS)})"
+        )
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        with db.atomic():
+            step(db)
+            db.execute(f"PRAGMA user_version = {number}")
+    return len(MIGRATIONS)
