@@ -6,6 +6,7 @@ import logging
 import sys
 
 _scrapy_level = logging.WARNING
+LIBRARY_LOGGERS = ("scrapy", "twisted", "py", "apprise", "filelock", "hpack", "asyncio")
 
 
 def configure(verbose: int = 0, quiet: int = 0) -> None:
@@ -14,6 +15,7 @@ def configure(verbose: int = 0, quiet: int = 0) -> None:
     level = max(logging.INFO - 10 * verbose + 10 * quiet, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(_library_threshold)
     if verbose == 0:
         handler.addFilter(_drop_tracebacks)
     root = logging.getLogger()
@@ -24,8 +26,15 @@ def configure(verbose: int = 0, quiet: int = 0) -> None:
     reapply()
 
 
+def _library_threshold(record: logging.LogRecord) -> bool:
+    """Scrapy resets its loggers' levels when a crawler starts, so filter at the handler."""
+    if record.name.split(".", 1)[0] in LIBRARY_LOGGERS:
+        return record.levelno >= _scrapy_level
+    return True
+
+
 def _drop_tracebacks(record: logging.LogRecord) -> bool:
-    """Scrapy logs network failures with tracebacks; the one-line message is enough (-v shows it)."""
+    """Scrapy logs network failures with tracebacks; one line is enough (-v shows them)."""
     record.exc_info = None
     record.exc_text = None
     return True
@@ -33,5 +42,5 @@ def _drop_tracebacks(record: logging.LogRecord) -> bool:
 
 def reapply() -> None:
     """Scrapy resets its loggers when a crawler process starts; put our levels back."""
-    for name in ("scrapy", "twisted", "py.warnings", "apprise"):
+    for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(_scrapy_level)

@@ -163,7 +163,7 @@ class NewsSpider(scrapy.Spider):
 
     def _note_fallbacks(self, run: SourceRun, origin: dict[str, str], url: str) -> None:
         for key, where in origin.items():
-            if where == "fallback":
+            if where == "fallback" and key != "next_page":  # the last page has no next link
                 run.problem(f"selector `{key}` matched nothing on {url}")
 
     def listing_failed(self, failure: Failure) -> None:

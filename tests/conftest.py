@@ -1,0 +1,102 @@
+"""Shared fixtures: a real replica server on 127.0.0.1, config files, and the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlite_utils
+
+from monitor.replica import Replica, ReplicaServer
+
+CSTO_SELECTORS = """
+[sources.selectors]
+item = "div.news-item"
+link = "a.news-title::attr(href)"
+title = "a.news-title::text"
+date = ".news-date::text"
+summary = ".news-preview"
+next_page = "a.modern-page-next::attr(href)"
+article_title = ".news-detail h1::text"
+article_date = ".news-date-time::text"
+article_body = ".news-detail-text"
+"""
+
+FAST_SETTINGS = """
+[settings]
+DOWNLOAD_DELAY = 0
+AUTOTHROTTLE_ENABLED = false
+RETRY_TIMES = 1
+DOWNLOAD_TIMEOUT = 10
+"""
+
+
+@pytest.fixture
+def replica() -> Iterator[ReplicaServer]:
+    """English (25 articles) and Russian windows-1251 (12 articles) sections, 10 per page."""
+    server = ReplicaServer(Replica(articles=25, per_page=10), Replica(articles=12, language="ru"))
+    with server:
+        yield server
+
+
+@dataclass
+class Workspace:
+    """A folder with a newsmon.toml and its database, and a way to run the real CLI there."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "newsmon.toml"
+
+    @property
+    def database(self) -> Path:
+        return self.path / "newsmon.db"
+
+    def write_config(self, text: str) -> Path:
+        self.config.write_text(text, encoding="utf-8")
+        return self.config
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`newsmon --config newsmon.toml ARGS` in a subprocess: one reactor per process."""
+        command = [sys.executable, "-m", "monitor", "--config", str(self.config), *args]
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        return subprocess.run(
+            command, cwd=self.path, capture_output=True, text=True, timeout=timeout, env=env
+        )
+
+    def run_json(self, *args: str) -> dict[str, Any]:
+        result = self.run(*args, "--json")
+        assert result.returncode in (0, 1), result.stderr
+        return json.loads(result.stdout)
+
+    def db(self) -> sqlite_utils.Database:
+        return sqlite_utils.Database(self.database)
+
+
+def source_block(name: str, url: str, language: str = "en", selectors: bool = True) -> str:
+    block = f'\n[[sources]]\nname = "{name}"\nstart_urls = ["{url}"]\nlanguage = "{language}"\n'
+    return block + (CSTO_SELECTORS if selectors else "")
+
+
+def replica_config(server: ReplicaServer, *, extra: str = "", selectors: bool = True) -> str:
+    """A config for both replica sections, politeness off, plus any extra TOML."""
+    return (
+        'database = "newsmon.db"\n'
+        + extra
+        + source_block("csto-en", server.en_url, "en", selectors)
+        + source_block("csto-ru", server.ru_url, "ru", selectors)
+        + FAST_SETTINGS
+    )
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)
