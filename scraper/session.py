@@ -25,6 +25,7 @@ class SourceRun:
     config: SourceConfig
     run_id: int
     alerting: bool
+    backfill: bool  # no complete run yet: walk every listing page, not just the new ones
     counts: Counter[str] = field(default_factory=Counter)
     seen_pages: set[tuple[str, ...]] = field(default_factory=set)
     validators: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
@@ -77,10 +78,10 @@ class CrawlSession:
 
     def begin(self, source: SourceConfig) -> SourceRun:
         kind = "check" if self.mode == "check" else "crawl"
-        alerting = self.outbox is not None and (
-            self.alert_on_first_run or self.archive.has_baseline(source.name)
-        )
-        run = SourceRun(source, self.archive.start_run(source.name, kind), alerting)
+        baseline = self.archive.has_baseline(source.name)
+        alerting = self.outbox is not None and (self.alert_on_first_run or baseline)
+        run_id = self.archive.start_run(source.name, kind)
+        run = SourceRun(source, run_id, alerting, backfill=not baseline)
         self.runs[source.name] = run
         return run
 

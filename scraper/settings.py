@@ -9,6 +9,7 @@ NEWSPIDER_MODULE = "scraper.spiders"
 
 USER_AGENT = "newsmon/0.1 (+https://pypi.org/project/newsmon/; news archive and monitor)"
 ROBOTSTXT_OBEY = True
+ROBOTSTXT_CACHE_TTL = 24 * 3600  # seconds a fetched robots.txt is reused (scraper/robots.py)
 
 # Politeness: one site is visited slowly even when many of its sections are watched.
 CONCURRENT_REQUESTS = 32
@@ -36,7 +37,13 @@ COOKIES_ENABLED = False
 TELNETCONSOLE_ENABLED = False
 LOG_LEVEL = "INFO"
 
-DOWNLOADER_MIDDLEWARES: dict[str, int] = {}
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "scraper.robots.CachedRobotsTxtMiddleware": 100,
+}
+
+EXTENSIONS = {"scraper.progress.Progress": 500}
+NEWSMON_PROGRESS_INTERVAL = 30  # seconds between progress lines when not on a terminal
 
 ITEM_PIPELINES = {
     "scraper.pipelines.NormalizePipeline": 100,

@@ -280,6 +280,17 @@ class Archive:
         row = {"url": url, "etag": etag, "last_modified": last_modified, "checked_at": utc_now()}
         self.db["http_validators"].upsert(row, pk="url")
 
+    def cached_robots(self, netloc: str, max_age: float) -> bytes | None:
+        """A robots.txt body fetched less than `max_age` seconds ago, or None."""
+        oldest = (datetime.now(UTC) - timedelta(seconds=max_age)).replace(microsecond=0)
+        sql = "select body from robots_cache where netloc = ? and fetched_at >= ?"
+        row = next(iter(self.db.query(sql, [netloc, oldest.isoformat()])), None)
+        return row["body"] if row else None
+
+    def save_robots(self, netloc: str, body: bytes) -> None:
+        row = {"netloc": netloc, "body": body, "fetched_at": utc_now()}
+        self.db["robots_cache"].upsert(row, pk="netloc")
+
     def forget_validators(self, urls: Iterable[str]) -> None:
         for url in urls:
             self.db.execute("delete from http_validators where url = ?", [url])

@@ -92,10 +92,15 @@ def _create_alerts_table(db: sqlite_utils.Database) -> None:
     db["alerts"].create_index(["status", "next_attempt_at"], if_not_exists=True)
 
 
+def _create_robots_cache(db: sqlite_utils.Database) -> None:
+    db["robots_cache"].create({"netloc": str, "body": bytes, "fetched_at": str}, pk="netloc")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_core_tables,
     _create_run_tables,
     _create_alerts_table,
+    _create_robots_cache,
 ]
 
 

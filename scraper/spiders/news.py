@@ -159,7 +159,9 @@ class NewsSpider(scrapy.Spider):
         limit = self.max_pages or run.config.max_pages
         if limit is not None and page >= limit:
             return False
-        return self.mode == "full" or bool(fresh)
+        # Until a run has finished cleanly, an interrupted backfill may have left older pages
+        # unvisited behind pages whose entries are all stored: keep walking.
+        return self.mode == "full" or run.backfill or bool(fresh)
 
     def _note_fallbacks(self, run: SourceRun, origin: dict[str, str], url: str) -> None:
         for key, where in origin.items():
