@@ -6,7 +6,16 @@ import logging
 import sys
 
 _scrapy_level = logging.WARNING
-LIBRARY_LOGGERS = ("scrapy", "twisted", "py", "apprise", "filelock", "hpack", "asyncio")
+LIBRARY_LOGGERS = (
+    "scrapy",
+    "twisted",
+    "py",
+    "apprise",
+    "apscheduler",
+    "filelock",
+    "hpack",
+    "asyncio",
+)
 
 
 def configure(verbose: int = 0, quiet: int = 0) -> None:
