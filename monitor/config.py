@@ -188,7 +188,7 @@ class _ConfigReader:
             path=self.path,
             database=db_path,
             sources=sources,
-            alerts=self._alerts(data.get("alerts", [])),
+            alerts=self._alerts(data.get("alerts", []), {source.name for source in sources}),
             schedule=self._schedule(data.get("schedule", {})),
             settings=self._settings(data.get("settings", {})),
         )
@@ -287,15 +287,20 @@ class _ConfigReader:
         except ValueError as exc:
             raise self.fail(where, f"key {key!r}: {exc}") from None
 
-    def _alerts(self, raw: Any) -> tuple[dict[str, Any], ...]:
+    def _alerts(self, raw: Any, source_names: set[str]) -> tuple[dict[str, Any], ...]:
         if not isinstance(raw, list) or not all(isinstance(b, dict) for b in raw):
             raise self.fail("", "'alerts' must be [[alerts]] tables")
         from monitor.alerts import ChannelConfigError, build_channels
 
         try:
-            build_channels(raw)
+            channels = build_channels(raw)
         except ChannelConfigError as exc:
-            raise self.fail("alerts", str(exc)) from None
+            raise self.fail("", str(exc)) from None
+        for index, channel in enumerate(channels):
+            unknown = sorted((channel.sources or set()) - source_names)
+            if unknown:
+                where = f"alerts[{index}] ({channel.name})"
+                raise self.fail(where, f"key 'sources': no source named {unknown[0]!r}")
         return tuple(raw)
 
     def _schedule(self, raw: Any) -> Schedule:
