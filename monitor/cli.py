@@ -337,10 +337,9 @@ def alerts(app: AppContext, status: str | None, retry: bool, as_json: bool) -> N
         rows = Outbox(archive.db, config.channels()).list(status)
     for row in rows:
         if as_json:
-            row.pop("payload", None)
             emit_json(row)
             continue
-        payload = json.loads(row.get("payload") or "{}")
+        payload = row.get("payload") or {}
         what = payload.get("title") or payload.get("reason") or ""
         click.echo(
             f"{row['id']:>6} {row['status']:<8} {row['event']:<13} {row['channel']:<12} "

@@ -19,6 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from monitor.alerts.base import EVENTS, Channel, DeliveryError, clean_text
+from storage.migrations import create_alerts_table
 
 STATUSES = ("pending", "sent", "failed")
 # A row being sent is leased (next_attempt_at pushed ahead) so a concurrent deliver()
@@ -44,30 +45,8 @@ def iso(moment: datetime) -> str:
 
 
 def ensure_alerts_table(db: sqlite_utils.Database) -> None:
-    """Create `alerts` as in ARCHITECTURE.md; idempotent, so the archive may call it too."""
-    db["alerts"].create(
-        {
-            "id": int,
-            "alert_id": str,
-            "event": str,
-            "source": str,
-            "article_id": int,
-            "channel": str,
-            "status": str,
-            "attempts": int,
-            "next_attempt_at": str,
-            "last_error": str,
-            "created_at": str,
-            "sent_at": str,
-            "payload": str,
-        },
-        pk="id",
-        defaults={"attempts": 0, "status": "pending"},
-        if_not_exists=True,
-    )
-    # Default index names, the same as storage/migrations.py, so both never double up.
-    db["alerts"].create_index(["alert_id"], unique=True, if_not_exists=True)
-    db["alerts"].create_index(["status", "next_attempt_at"], if_not_exists=True)
+    """Create `alerts` outside a full archive (tests, tools); the archive's migration owns it."""
+    create_alerts_table(db)
 
 
 def alert_key(

@@ -67,7 +67,7 @@ def _create_run_tables(db: sqlite_utils.Database) -> None:
     )
 
 
-def _create_alerts_table(db: sqlite_utils.Database) -> None:
+def create_alerts_table(db: sqlite_utils.Database) -> None:
     db["alerts"].create(
         {
             "id": int,
@@ -99,7 +99,7 @@ def _create_robots_cache(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_core_tables,
     _create_run_tables,
-    _create_alerts_table,
+    create_alerts_table,
     _create_robots_cache,
 ]
 
