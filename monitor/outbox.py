@@ -137,8 +137,8 @@ class Outbox:
     ) -> list[str]:
         """Add a pending row per matching channel; returns the alert_ids newly inserted.
 
-        `dedupe` is an extra part of the alert key: a `source_error` repeats once per
-        reason and dedupe window (default: the UTC day of detection).
+        `dedupe` is what makes a `source_error` distinct (default: its reason and the UTC
+        day of detection), so one broken selector alerts once a day, not once per page.
 
         Never commits and never BEGINs: it runs inside the caller's transaction, which
         commits the article change and its alerts together. Use `with db.atomic():`;
@@ -152,7 +152,7 @@ class Outbox:
         for channel in self.channels:
             if not channel.matches(event, source, a.get("title"), a.get("body")):
                 continue
-            key_parts = _key_parts(event, a, reason, dedupe or detected[:10])
+            key_parts = _key_parts(event, a, dedupe or f"{reason or ''}|{detected[:10]}")
             alert_id = alert_key(channel.name, event, source, *key_parts)
             payload = build_payload(alert_id, event, source, article, reason, detected)
             row = {
@@ -303,12 +303,12 @@ def _check_event(event: str, article: Mapping[str, Any] | None) -> None:
 
 
 def _key_parts(
-    event: str, article: Mapping[str, Any], reason: str | None, window: str
+    event: str, article: Mapping[str, Any], problem: str
 ) -> tuple[int | None, str | None, str | None]:
     """What makes an event distinct: `new` once per article, `updated`/`removed` once per
-    content version, `source_error` once per source, reason and window (a UTC day)."""
+    content version, `source_error` once per source and problem key."""
     if event == "source_error":
-        return None, None, f"{reason or ''}|{window}"
+        return None, None, problem
     if event == "new":
         return article["id"], None, None
     return article["id"], article.get("content_hash"), None

@@ -33,17 +33,23 @@ class SourceRun:
     listing_failed: int = 0
     not_modified: int = 0
     entries: int = 0
-    problems: list[str] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)  # stable key -> reason for a person
+    notes: list[str] = field(default_factory=list)  # logged and kept in crawl_runs.message
 
     @property
     def name(self) -> str:
         return self.config.name
 
-    def problem(self, reason: str) -> None:
-        """A reason a person can act on; becomes a `source_error` alert once per day."""
-        if reason not in self.problems:
+    def note(self, message: str) -> None:
+        """A failure worth a log line and the run's message, but not (yet) an alert."""
+        logger.warning("%s: %s", self.name, message)
+        self.notes.append(message)
+
+    def problem(self, key: str, reason: str) -> None:
+        """A reason a person can act on; each key becomes one `source_error` alert a day."""
+        if key not in self.problems:
             logger.warning("%s: %s", self.name, reason)
-            self.problems.append(reason)
+            self.problems[key] = reason
 
     def status(self) -> str:
         if self.listing_ok == 0 and self.not_modified == 0:
@@ -104,24 +110,25 @@ class CrawlSession:
                 for url, (etag, modified) in run.validators.items():
                     self.archive.save_validators(url, etag, modified)
             self._record_health(run, status)
-            message = "; ".join(run.problems)
+            message = "; ".join([*run.notes, *run.problems.values()])
             self.archive.finish_run(run.run_id, status, run.counts, message)
             summaries.append(run.summary())
         return summaries
 
     def _record_health(self, run: SourceRun, status: str) -> None:
         if status == "empty":
-            run.problem(f"no entries found on {', '.join(run.config.start_urls)}")
+            run.problem("empty", f"no entries found on {', '.join(run.config.start_urls)}")
         if status == "failed":
             failures = self.archive.consecutive_failures(run.name) + 1
             if failures >= run.config.max_failures:
-                run.problem(f"failed {failures} checks in a row")
+                run.problem("failures", f"failed {failures} checks in a row")
         if self.outbox is None or not run.problems:
             return
         day = datetime.now(UTC).date().isoformat()
         with self.archive.db.atomic():
-            for reason in run.problems:
-                self.outbox.enqueue("source_error", run.name, None, reason=reason, dedupe=day)
+            for key, reason in run.problems.items():
+                dedupe = f"{key}|{day}"
+                self.outbox.enqueue("source_error", run.name, None, reason=reason, dedupe=dedupe)
 
     def close(self) -> None:
         self.archive.close()

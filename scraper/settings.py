@@ -27,8 +27,11 @@ DOWNLOAD_WARNSIZE = 0
 RETRY_ENABLED = True
 RETRY_TIMES = 3
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
-# Retry-After is honoured by our own middleware (Scrapy's RetryMiddleware ignores the header).
+# Retries wait (scraper/middlewares.py, in place of Scrapy's RetryMiddleware, which retries at
+# once and ignores Retry-After): a 429/503 with Retry-After waits what the site asks, anything
+# else retryable waits RETRY_BACKOFF_BASE seconds, doubling per retry; both capped here.
 RETRY_AFTER_MAX = 120
+RETRY_BACKOFF_BASE = 1.0
 
 # Article pages that vanished (404/410) and conditional answers (304) reach the spider.
 HTTPERROR_ALLOWED_CODES = [304, 404, 410]
@@ -40,6 +43,8 @@ LOG_LEVEL = "INFO"
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
     "scraper.robots.CachedRobotsTxtMiddleware": 100,
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "scraper.middlewares.RetryAfterMiddleware": 550,
 }
 
 EXTENSIONS = {"scraper.progress.Progress": 500}

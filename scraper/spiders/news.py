@@ -126,7 +126,7 @@ class NewsSpider(scrapy.Spider):
         if response.status >= 400 or not isinstance(response, TextResponse):
             run.listing_failed += 1
             run.counts["errors"] += 1
-            run.problem(f"listing page {response.url} answered {_describe(response)}")
+            run.note(f"listing page {response.url} answered {_describe(response)}")
             return
         run.listing_ok += 1
         listing = extract_listing(response, response.url, run.config.selectors)
@@ -166,7 +166,7 @@ class NewsSpider(scrapy.Spider):
     def _note_fallbacks(self, run: SourceRun, origin: dict[str, str], url: str) -> None:
         for key, where in origin.items():
             if where == "fallback" and key != "next_page":  # the last page has no next link
-                run.problem(f"selector `{key}` matched nothing on {url}")
+                run.problem(f"selector:{key}", f"selector `{key}` matched nothing on {url}")
 
     def listing_failed(self, failure: Failure) -> None:
         request = failure.request
@@ -175,7 +175,7 @@ class NewsSpider(scrapy.Spider):
         run.counts["errors"] += 1
         run.listing_failed += 1
         reason = failure.getErrorMessage() or failure.type.__name__
-        run.problem(f"listing page {request.url} failed: {reason}")
+        run.note(f"listing page {request.url} failed: {reason}")
 
     # -- article pages ----------------------------------------------------------------------
 

@@ -1,0 +1,139 @@
+"""Downloader middlewares: retries that wait, as a polite client should.
+
+Scrapy's RetryMiddleware retries at once and ignores `Retry-After`. `RetryAfterMiddleware`
+replaces it (same place in the chain, same settings, same retry counting through
+`get_retry_request`, so RETRY_TIMES still bounds every retry) and waits before each retry:
+
+- a 429 or 503 carrying `Retry-After` (delay-seconds or an HTTP date) waits that long, capped at
+  RETRY_AFTER_MAX seconds;
+- any other retryable answer (RETRY_HTTP_CODES), a timeout or a connection error waits
+  RETRY_BACKOFF_BASE seconds, doubling with each retry of the same request, capped at
+  RETRY_AFTER_MAX.
+
+The wait is an asyncio sleep on the reactor's loop: other requests keep flowing meanwhile, and
+the waiting request keeps the crawl open (it stays active in the downloader) until it is retried.
+A graceful stop (Ctrl-C, SIGTERM) cuts the wait short and gives up the retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.http import Request, Response
+from scrapy.settings import BaseSettings
+from scrapy.utils.asyncio import sleep
+from scrapy.utils.response import response_status_message
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_CODES = frozenset({429, 503})
+_WAIT_STEP = 0.5  # seconds between checks that the crawl is still running during a wait
+
+
+def parse_retry_after(value: str | bytes | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value (RFC 9110 §10.2.3), or None if unreadable.
+
+    `delay-seconds` is a non-negative integer; an HTTP date in the past means "now" (0).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT; "-0000" parses as naive
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class RetryAfterMiddleware(RetryMiddleware):
+    """Scrapy's RetryMiddleware with waits: Retry-After on 429/503, exponential backoff else.
+
+    Wire it in place of Scrapy's (see settings.py): both on would retry twice per failure.
+    """
+
+    def __init__(self, settings: BaseSettings) -> None:
+        super().__init__(settings)  # NotConfigured when RETRY_ENABLED is off
+        self.max_delay = max(0.0, settings.getfloat("RETRY_AFTER_MAX", 120.0))
+        self.backoff_base = max(0.0, settings.getfloat("RETRY_BACKOFF_BASE", 1.0))
+
+    # -- delays -----------------------------------------------------------------------------
+
+    def backoff(self, retry_number: int) -> float:
+        """Wait before retry number `retry_number` (1, 2, ...): base, 2×base, 4×base, capped."""
+        if self.backoff_base <= 0:
+            return 0.0
+        exponent = min(max(retry_number - 1, 0), 32)  # 2**32 × base is beyond any cap
+        return min(self.backoff_base * 2**exponent, self.max_delay)
+
+    def response_delay(self, response: Response, retry_number: int) -> tuple[float, str]:
+        """(seconds, why) before retrying after this response."""
+        if response.status in RETRY_AFTER_CODES:
+            asked = parse_retry_after(response.headers.get("Retry-After"))
+            if asked is not None:
+                if asked > self.max_delay:
+                    return self.max_delay, f"Retry-After {asked:.0f} s, capped by RETRY_AFTER_MAX"
+                return asked, "Retry-After"
+        return self.backoff(retry_number), "backoff"
+
+    # -- downloader middleware hooks --------------------------------------------------------
+
+    async def process_response(self, request: Request, response: Response) -> Request | Response:
+        if request.meta.get("dont_retry", False) or response.status not in self.retry_http_codes:
+            return response
+        retry = self._retry(request, response_status_message(response.status))
+        if retry is None:  # retries used up: the answer goes on to the spider's errback
+            return response
+        delay, why = self.response_delay(response, retry.meta["retry_times"])
+        if not await self._wait(request, delay, f"HTTP {response.status}", why):
+            return response
+        return retry
+
+    async def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        if request.meta.get("dont_retry", False) or not isinstance(
+            exception, self.exceptions_to_retry
+        ):
+            return None
+        retry = self._retry(request, exception)
+        if retry is None:
+            return None  # the exception goes on to the spider's errback
+        delay = self.backoff(retry.meta["retry_times"])
+        if not await self._wait(request, delay, type(exception).__name__, "backoff"):
+            return None
+        return retry
+
+    async def _wait(self, request: Request, delay: float, reason: str, why: str) -> bool:
+        """Sleep `delay` seconds without blocking the reactor; False if the crawl stops first."""
+        if delay <= 0:
+            return True
+        log = logger.info if why != "backoff" else logger.debug
+        log("retrying %s in %.1f s (%s, %s)", request.url, delay, reason, why)
+        stats = getattr(self.crawler, "stats", None)
+        if stats is not None:
+            stats.inc_value("retry/delayed_count")
+            stats.inc_value("retry/delayed_seconds", delay)
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not self._crawling():
+                logger.info("not retrying %s: the crawl is stopping", request.url)
+                return False
+            await sleep(min(remaining, _WAIT_STEP))
+        return self._crawling()
+
+    def _crawling(self) -> bool:
+        crawler: Any = getattr(self, "crawler", None)
+        return crawler is None or bool(getattr(crawler, "crawling", True))
