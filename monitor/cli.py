@@ -332,7 +332,10 @@ def alerts(app: AppContext, status: str | None, retry: bool, as_json: bool) -> N
     config = app.config
     if retry:
         delivery = deliver_alerts(config, force=True)
-        click.echo(f"{delivery.sent} sent, {delivery.pending} pending, {delivery.failed} failed")
+        click.echo(
+            f"{delivery.sent} sent, {delivery.failed} failed to send, "
+            f"{delivery.pending} still pending"
+        )
     with app.archive() as archive:
         rows = Outbox(archive.db, config.channels()).list(status)
     for row in rows:
@@ -346,6 +349,8 @@ def alerts(app: AppContext, status: str | None, retry: bool, as_json: bool) -> N
             f"tries={row['attempts']} {safe_text(what)[:80]}"
             + (f"  last error: {safe_text(row['last_error'])}" if row.get("last_error") else "")
         )
+    if retry and delivery.failed:
+        sys.exit(1)
 
 
 @cli.command()
@@ -368,6 +373,13 @@ def replica(port: int, host: str, articles: int) -> None:
         serve(port, host=host, articles=articles)
     except OSError as exc:
         raise RunProblem(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+from monitor.cli_browse import browse, export, search  # noqa: E402
+
+cli.add_command(search)
+cli.add_command(export)
+cli.add_command(browse)
 
 
 def main() -> None:

@@ -65,6 +65,13 @@ class SourceConfig:
     revisit_every: float = 6 * 3600.0
     max_pages: int | None = None
     max_failures: int = 3
+    feed_url: str | None = None  # RSS/Atom listing, read with feedparser
+    sitemap_url: str | None = None  # sitemap (or sitemap index) listing
+
+    @property
+    def automatic(self) -> bool:
+        """No selectors: entries, pagination and article fields are found automatically."""
+        return not self.selectors.configured()
 
 
 DEFAULT_SOURCES = (
@@ -167,6 +174,8 @@ class _ConfigReader:
         "revisit_every",
         "max_pages",
         "max_failures",
+        "feed_url",
+        "sitemap_url",
     }
 
     def __init__(self, path: Path) -> None:
@@ -231,19 +240,34 @@ class _ConfigReader:
             raise self.fail(where, "key 'name' is required: letters, digits, '-', '_', '.'")
         where = f"source {name!r}"
         self._reject_unknown(block, self.SOURCE_KEYS, where)
+        feed_url = self._listing_url(block, "feed_url", where)
+        sitemap_url = self._listing_url(block, "sitemap_url", where)
         return SourceConfig(
             name=name,
-            start_urls=self._start_urls(block, where),
+            start_urls=self._start_urls(block, where, optional=bool(feed_url or sitemap_url)),
             language=self._typed(block, "language", str, where),
             selectors=self._selectors(block.get("selectors"), where),
             revisit_days=self._number(block, "revisit_days", 3.0, where),
             revisit_every=self._duration(block, "revisit_every", "6h", where),
             max_pages=self._positive_int(block, "max_pages", None, where),
             max_failures=self._positive_int(block, "max_failures", 3, where),
+            feed_url=feed_url,
+            sitemap_url=sitemap_url,
         )
 
-    def _start_urls(self, block: dict[str, Any], where: str) -> tuple[str, ...]:
+    def _listing_url(self, block: dict[str, Any], key: str, where: str) -> str | None:
+        url = self._typed(block, key, str, where)
+        if url is not None and not is_http_url(url):
+            raise self.fail(where, f"key {key!r}: only http(s) URLs are fetched: {url!r}")
+        return url
+
+    def _start_urls(
+        self, block: dict[str, Any], where: str, optional: bool = False
+    ) -> tuple[str, ...]:
+        """Required, unless the source is listed by its feed_url or sitemap_url."""
         urls = block.get("start_urls")
+        if urls is None and optional:
+            return ()
         if isinstance(urls, str):
             urls = [urls]
         if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
@@ -296,12 +320,20 @@ class _ConfigReader:
             channels = build_channels(raw)
         except ChannelConfigError as exc:
             raise self.fail("", str(exc)) from None
+        raw = [self._resolve_paths(block) for block in raw]
         for index, channel in enumerate(channels):
             unknown = sorted((channel.sources or set()) - source_names)
             if unknown:
                 where = f"alerts[{index}] ({channel.name})"
                 raise self.fail(where, f"key 'sources': no source named {unknown[0]!r}")
         return tuple(raw)
+
+    def _resolve_paths(self, block: dict[str, Any]) -> dict[str, Any]:
+        """A relative file path in a channel means next to the config, like `database`."""
+        path = block.get("path")
+        if isinstance(path, str) and not Path(path).expanduser().is_absolute():
+            return {**block, "path": str(self.path.parent / path)}
+        return block
 
     def _schedule(self, raw: Any) -> Schedule:
         if not isinstance(raw, dict):

@@ -86,12 +86,11 @@ class StorePipeline:
 
     def process_item(self, item: Any) -> Any:
         session = self.crawler.spider.session
-        run = session.runs[item.source if isinstance(item, RemovedItem) else item["source"]]
-        hook = session.change_hook(run)
-        if isinstance(item, RemovedItem):
-            if session.archive.mark_removed(item.article_id, on_change=hook):
-                run.counts["removed"] += 1
+        if isinstance(item, RemovedItem):  # applied at the end, if the source's listing answered
+            session.runs[item.source].removals.append(item.article_id)
             return item
+        run = session.runs[item["source"]]
+        hook = session.change_hook(run)
         outcome = session.archive.store_article(item, now=item["fetched_at"], on_change=hook)
         run.counts[outcome] += 1
         return item

@@ -35,6 +35,7 @@ class SourceRun:
     entries: int = 0
     problems: dict[str, str] = field(default_factory=dict)  # stable key -> reason for a person
     notes: list[str] = field(default_factory=list)  # logged and kept in crawl_runs.message
+    removals: list[int] = field(default_factory=list)  # article ids answering 404/410
 
     @property
     def name(self) -> str:
@@ -106,6 +107,8 @@ class CrawlSession:
         summaries = []
         for run in self.runs.values():
             status = run.status()
+            if status == "ok" and run.listing_failed == 0:
+                self._apply_removals(run)
             if status == "ok" and run.counts["errors"] == 0:
                 for url, (etag, modified) in run.validators.items():
                     self.archive.save_validators(url, etag, modified)
@@ -114,6 +117,13 @@ class CrawlSession:
             self.archive.finish_run(run.run_id, status, run.counts, message)
             summaries.append(run.summary())
         return summaries
+
+    def _apply_removals(self, run: SourceRun) -> None:
+        """Only a source whose listing answered may mark articles removed (and alert on it)."""
+        hook = self.change_hook(run)
+        for article_id in run.removals:
+            if self.archive.mark_removed(article_id, on_change=hook):
+                run.counts["removed"] += 1
 
     def _record_health(self, run: SourceRun, status: str) -> None:
         if status == "empty":
