@@ -381,6 +381,11 @@ cli.add_command(search)
 cli.add_command(export)
 cli.add_command(browse)
 
+from monitor.cli_sources import add_source, doctor  # noqa: E402
+
+cli.add_command(doctor)
+cli.add_command(add_source)
+
 
 def main() -> None:
     cli(prog_name="newsmon")

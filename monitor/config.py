@@ -20,6 +20,9 @@ DEFAULT_CONFIG_PATH = Path("newsmon.toml")
 DEFAULT_DATABASE = "newsmon.db"
 
 
+TYPE_NAMES = {str: "a string", int: "a number", float: "a number", bool: "true or false"}
+
+
 class ConfigError(Exception):
     """A configuration problem, already phrased as one line for the user."""
 
@@ -182,6 +185,7 @@ class _ConfigReader:
         self.path = path
 
     def fail(self, where: str, message: str) -> ConfigError:
+        message = " ".join(message.split())  # one line, even when lxml quotes a multi-line xpath
         return ConfigError(
             f"{self.path}: {where}: {message}" if where else f"{self.path}: {message}"
         )
@@ -213,10 +217,9 @@ class _ConfigReader:
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
             if kind is bool and isinstance(value, bool):
                 return value
-            names = (
-                kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            )
-            raise self.fail(where, f"key {key!r} must be a {names}, not {value!r}")
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            names = " or ".join(dict.fromkeys(TYPE_NAMES.get(k, k.__name__) for k in kinds))
+            raise self.fail(where, f"key {key!r} must be {names}, not {value!r}")
         return value
 
     def _sources(self, raw: Any) -> tuple[SourceConfig, ...]:

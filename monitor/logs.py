@@ -6,6 +6,13 @@ import logging
 import sys
 
 _scrapy_level = logging.WARNING
+# Download failures these log are reported by the spider in one line; -v shows theirs too.
+REPORTED_BY_NEWSMON = {
+    "scrapy.core.scraper",
+    "scrapy.downloadermiddlewares.retry",
+    "scrapy.downloadermiddlewares.robotstxt",
+    "scraper.middlewares",
+}
 LIBRARY_LOGGERS = (
     "scrapy",
     "twisted",
@@ -37,6 +44,8 @@ def configure(verbose: int = 0, quiet: int = 0) -> None:
 
 def _library_threshold(record: logging.LogRecord) -> bool:
     """Scrapy resets its loggers' levels when a crawler starts, so filter at the handler."""
+    if record.name in REPORTED_BY_NEWSMON and _scrapy_level >= logging.WARNING:
+        return False
     if record.name.split(".", 1)[0] in LIBRARY_LOGGERS:
         return record.levelno >= _scrapy_level
     return True

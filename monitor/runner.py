@@ -72,6 +72,7 @@ def build_settings(config: Config, overrides: dict[str, Any] | None = None) -> S
     settings.set("LOG_INSTALL_ROOT_HANDLER", False, priority="project")  # the CLI's handler logs
     settings.update(config.settings, priority="project")
     settings.set("NEWSMON_DB", str(config.database), priority="project")
+    settings.set("NEWSMON_SETTINGS_APPLIED", True, priority="project")
     settings.update(overrides or {}, priority="cmdline")
     return settings
 

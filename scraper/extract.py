@@ -95,12 +95,16 @@ def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listi
     if selectors.item:
         entries = _entries_from_selectors(response, url, selectors)
         origin["item"] = "selector" if entries else "fallback"
+    else:
+        origin["item"] = "automatic"
     if not entries:
         entries = _entries_by_fallback(response, url)
     next_page = None
     if selectors.next_page:
         next_page = _first_link(select(response, selectors.next_page).getall(), url)
         origin["next_page"] = "selector" if next_page else "fallback"
+    else:
+        origin["next_page"] = "automatic"
     if next_page is None:
         next_page = next_page_fallback(response, url)
     return Listing(entries=_dedupe(entries), next_page=next_page, origin=origin)
@@ -133,6 +137,13 @@ def _entries_from_selectors(response: Selector, url: str, selectors: Selectors) 
 
 
 def _entries_by_fallback(response: Selector, url: str) -> list[Entry]:
+    """Automatic detection (scraper/auto.py), else the links repeating under one path prefix."""
+    from scraper import auto
+
+    return auto.detect_entries(response, url) or _entries_by_path(response, url)
+
+
+def _entries_by_path(response: Selector, url: str) -> list[Entry]:
     """Links that repeat under one path prefix below the listing's path are the articles."""
     base_path = urlsplit(url).path.rstrip("/") + "/"
     links: list[tuple[str, Selector]] = []
@@ -168,7 +179,8 @@ def _parent_path(link: str) -> str:
 def _entry_from_anchor(link: str, anchor: Selector) -> Entry:
     title = text_of(anchor.xpath(".//text()"))
     date = None
-    for container in anchor.xpath("ancestor::*[position() <= 3]"):
+    # XPath returns ancestors in document order (farthest first): look nearest first.
+    for container in reversed(anchor.xpath("ancestor::*[position() <= 3]")):
         text = normalize_whitespace(" ".join(container.xpath(".//text()").getall()))
         if len(text) > 600:
             break
@@ -199,7 +211,9 @@ def next_page_fallback(response: Selector, url: str) -> str | None:
             link = _first_link([anchor.attrib["href"]], url)
             if link:
                 return link
-    return None
+    from scraper import auto
+
+    return auto.next_page(response, url)  # wider labels, then PAGEN_1=N, page=N, /page/N/
 
 
 @dataclass
@@ -224,6 +238,8 @@ def extract_article(response: Selector, url: str, selectors: Selectors) -> Artic
     if selectors.article_body:
         body_html = "".join(select(response, selectors.article_body).getall()) or None
         origin["article_body"] = "selector" if body_html else "fallback"
+    else:
+        origin["article_body"] = "automatic"
     if not body_html:
         body_html = article_body_fallback(response)
     return ArticleFields(
@@ -240,6 +256,7 @@ def _configured(
     response: Selector, expression: str | None, key: str, origin: dict[str, str]
 ) -> str | None:
     if not expression:
+        origin[key] = "automatic"
         return None
     value = text_of(select(response, expression))
     origin[key] = "selector" if value else "fallback"
@@ -247,6 +264,12 @@ def _configured(
 
 
 def article_title_fallback(response: Selector) -> str | None:
+    """The `<h1>` the page's `<title>` / og:title names, else og:title, h1, `<title>`."""
+    from scraper import auto
+
+    title = auto.article_title(response)
+    if title:
+        return title
     for expression in ("meta[property='og:title']::attr(content)", "h1", "title"):
         value = text_of(response.css(expression)[:1])
         if value:
@@ -262,11 +285,25 @@ def _strip_site_name(title: str) -> str:
 
 
 def article_date_fallback(response: Selector, title: str | None) -> str | None:
-    """Machine-readable dates first, then a date printed near the title."""
-    for expression in DATE_META:
+    """Date meta tags, a `<time>` in the article, a date printed near the title, any `<time>`;
+    trafilatura's date only when none of these (the project's own date rules) finds one."""
+    from scraper import auto
+
+    *meta, any_time = DATE_META
+    for expression in meta:
         value = response.css(expression).get()
         if value and find_date(value):
             return value.strip()
+    found = auto.scoped_time(response) or _date_near_title(response, title)
+    if found:
+        return found
+    value = response.css(any_time).get()
+    if value and find_date(value):
+        return value.strip()
+    return auto.article_date(response, title)
+
+
+def _date_near_title(response: Selector, title: str | None) -> str | None:
     heading = response.css("h1") or response.css("h2")
     for node in heading[:1].xpath("ancestor-or-self::*[position() <= 3]"):
         text = normalize_whitespace(" ".join(node.xpath(".//text()").getall()))
@@ -279,7 +316,13 @@ def article_date_fallback(response: Selector, title: str | None) -> str | None:
 
 
 def article_body_fallback(response: Selector) -> str | None:
-    """The element holding the most paragraph text (not link text) is the main text block."""
+    """trafilatura's main text (scraper/auto.py); else a known content container, else the
+    element holding the most paragraph text (not link text)."""
+    from scraper import auto
+
+    body = auto.main_text_html(response)
+    if body:
+        return body
     for expression in BODY_CANDIDATES:
         nodes = response.css(expression)
         if len(nodes) == 1:
@@ -294,5 +337,9 @@ def article_body_fallback(response: Selector) -> str | None:
 
 
 def _attachments(response: Selector, url: str) -> list[str]:
-    links = (urljoin(url, href.strip()) for href in response.css("a::attr(href)").getall())
+    """Document links of the article, not of the site's header, footer, menus or sidebar."""
+    hrefs = response.xpath(
+        "//a[not(ancestor::header or ancestor::footer or ancestor::nav or ancestor::aside)]/@href"
+    ).getall()
+    links = (urljoin(url, href.strip()) for href in hrefs)
     return list(dict.fromkeys(link for link in links if is_http_url(link) and is_attachment(link)))

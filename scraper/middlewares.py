@@ -13,21 +13,31 @@ replaces it (same place in the chain, same settings, same retry counting through
 The wait is an asyncio sleep on the reactor's loop: other requests keep flowing meanwhile, and
 the waiting request keeps the crawl open (it stays active in the downloader) until it is retried.
 A graceful stop (Ctrl-C, SIGTERM) cuts the wait short and gives up the retry.
+
+`OffsiteRedirectMiddleware` refuses HTTP redirects to another site. Scrapy's OffsiteMiddleware
+drops such a redirect silently (no errback, one DEBUG line per domain) and lets it through when
+the request has `dont_filter` (page 1 of a listing, revisits); this one fails the request with
+IgnoreRequest instead, so the spider's errback logs the URL and counts the error.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urljoin
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import Request, Response
 from scrapy.settings import BaseSettings
 from scrapy.utils.asyncio import sleep
+from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.response import response_status_message
+from w3lib.url import safe_url_string
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +147,70 @@ class RetryAfterMiddleware(RetryMiddleware):
     def _crawling(self) -> bool:
         crawler: Any = getattr(self, "crawler", None)
         return crawler is None or bool(getattr(crawler, "crawling", True))
+
+
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+
+class OffsiteRedirect(IgnoreRequest):
+    """A redirect to a host outside the spider's allowed_domains: not followed."""
+
+
+class OffsiteRedirectMiddleware:
+    """Fail a request whose answer redirects off-site, before RedirectMiddleware follows it.
+
+    Sits just outside RedirectMiddleware (priority above 600: process_response runs from the
+    highest priority down), and applies Scrapy's offsite rule (an allowed domain or one of its
+    subdomains; no allowed_domains allows everything) to the resolved Location.
+    """
+
+    def __init__(self, crawler: Any) -> None:
+        if not crawler.settings.getbool("REDIRECT_ENABLED"):
+            raise NotConfigured
+        self.crawler = crawler
+        self._domains: list[str] | None = None
+        self._regex: re.Pattern[str] | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> OffsiteRedirectMiddleware:
+        return cls(crawler)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        if (
+            response.status not in REDIRECT_CODES
+            or b"Location" not in response.headers
+            or request.meta.get("dont_redirect", False)
+            or request.meta.get("allow_offsite", False)
+        ):
+            return response
+        target = redirect_target(request, response)
+        host = urlparse_cached(Request(target)).hostname if target else None
+        if target is None or host is None or self.allowed(host):
+            return response  # RedirectMiddleware decides (it ignores non-http(s) schemes)
+        stats = getattr(self.crawler, "stats", None)
+        if stats is not None:
+            stats.inc_value("offsite/redirects_refused")
+        raise OffsiteRedirect(f"redirected off-site to {target} (HTTP {response.status})")
+
+    def allowed(self, host: str) -> bool:
+        spider = self.crawler.spider
+        domains = [d for d in getattr(spider, "allowed_domains", None) or [] if d]
+        if domains != self._domains:
+            self._domains = domains
+            pattern = "|".join(re.escape(d) for d in domains)
+            self._regex = re.compile(rf"^(.*\.)?({pattern})$") if domains else None
+        return self._regex is None or bool(self._regex.search(host))
+
+
+def redirect_target(request: Request, response: Response) -> str | None:
+    """The absolute URL a 3xx answer points to, resolved as Scrapy's RedirectMiddleware does."""
+    raw = response.headers.get("Location")
+    if not raw:
+        return None
+    location = safe_url_string(raw)
+    if raw.startswith(b"//"):
+        location = urlparse_cached(request).scheme + "://" + location.lstrip("/")
+    try:
+        return urljoin(request.url, location)
+    except ValueError:
+        return None

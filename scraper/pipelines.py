@@ -54,7 +54,7 @@ def normalize_article(item: ArticleItem) -> dict[str, Any]:
 
 
 class NormalizePipeline:
-    """Turns raw page fields into the archive's normalized form; drops pages with no title."""
+    """Turns raw page fields into the archive's normalized form; drops pages with no article."""
 
     def __init__(self, crawler: Any) -> None:
         self.crawler = crawler
@@ -67,11 +67,21 @@ class NormalizePipeline:
         if not isinstance(item, ArticleItem):
             return item
         article = normalize_article(item)
-        if not article["title"]:
+        problem = _unusable(item, article)
+        if problem:
             run = self.crawler.spider.session.runs[item.source]
             run.counts["errors"] += 1
-            raise DropItem(f"{item.source}: no title found on {item.url}")
+            raise DropItem(f"{item.source}: {problem} on {item.url}")
         return article
+
+
+def _unusable(item: ArticleItem, article: dict[str, Any]) -> str | None:
+    """An empty, garbled or truncated page is an error, even when its listing named it."""
+    if not article["title"]:
+        return "no title found"
+    if not article["body"] and not item.title:
+        return "no article content found"
+    return None
 
 
 class StorePipeline:

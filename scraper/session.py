@@ -36,6 +36,7 @@ class SourceRun:
     problems: dict[str, str] = field(default_factory=dict)  # stable key -> reason for a person
     notes: list[str] = field(default_factory=list)  # logged and kept in crawl_runs.message
     removals: list[int] = field(default_factory=list)  # article ids answering 404/410
+    walk_done: bool = False  # the walk stopped by itself: the last page, or caught up
 
     @property
     def name(self) -> str:
@@ -87,8 +88,9 @@ class CrawlSession:
         kind = "check" if self.mode == "check" else "crawl"
         baseline = self.archive.has_baseline(source.name)
         alerting = self.outbox is not None and (self.alert_on_first_run or baseline)
+        backfill = self.archive.needs_backfill(source.name)
         run_id = self.archive.start_run(source.name, kind)
-        run = SourceRun(source, run_id, alerting, backfill=not baseline)
+        run = SourceRun(source, run_id, alerting, backfill=backfill)
         self.runs[source.name] = run
         return run
 
@@ -114,7 +116,10 @@ class CrawlSession:
                     self.archive.save_validators(url, etag, modified)
             self._record_health(run, status)
             message = "; ".join([*run.notes, *run.problems.values()])
-            self.archive.finish_run(run.run_id, status, run.counts, message)
+            # A failed article on a recent page is retried by the next run (still unknown);
+            # an interrupted, page-limited or broken walk leaves older pages to backfill.
+            complete = status == "ok" and run.walk_done and run.listing_failed == 0
+            self.archive.finish_run(run.run_id, status, run.counts, message, complete=complete)
             summaries.append(run.summary())
         return summaries
 
@@ -127,7 +132,9 @@ class CrawlSession:
 
     def _record_health(self, run: SourceRun, status: str) -> None:
         if status == "empty":
-            run.problem("empty", f"no entries found on {', '.join(run.config.start_urls)}")
+            listings = [*run.config.start_urls, run.config.feed_url, run.config.sitemap_url]
+            where = ", ".join(url for url in listings if url)
+            run.problem("empty", f"no entries found on {where}")
         if status == "failed":
             failures = self.archive.consecutive_failures(run.name) + 1
             if failures >= run.config.max_failures:

@@ -45,6 +45,7 @@ DOWNLOADER_MIDDLEWARES = {
     "scraper.robots.CachedRobotsTxtMiddleware": 100,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "scraper.middlewares.RetryAfterMiddleware": 550,
+    "scraper.middlewares.OffsiteRedirectMiddleware": 610,  # sees 3xx before RedirectMiddleware
 }
 
 EXTENSIONS = {"scraper.progress.Progress": 500}

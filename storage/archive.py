@@ -17,7 +17,8 @@ from typing import Any
 
 import sqlite_utils
 
-from storage.migrations import migrate
+from storage.migrations import SchemaTooNewError, migrate
+from storage.normalize import canonical_url, is_http_url
 
 ARTICLE_FIELDS = (
     "source",
@@ -59,15 +60,19 @@ class Archive:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
         _open_private(self.path)
+        conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000)
+        self.db = sqlite_utils.Database(conn)
         try:
-            conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000)
-            self.db = sqlite_utils.Database(conn)
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self.db.enable_wal()
             self.db.execute("PRAGMA synchronous = NORMAL")
             migrate(self.db)
         except sqlite3.DatabaseError as exc:
+            self.db.close()
             raise ArchiveError(f"cannot open database {self.path}: {exc}") from exc
+        except SchemaTooNewError:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -196,7 +201,12 @@ class Archive:
             rows = self.db.query("select * from articles where id = ?", [int(id_or_url)])
         else:
             rows = self.db.query("select * from articles where url = ?", [id_or_url])
-        return next(iter(rows), None)
+        found = next(iter(rows), None)
+        if found is None and isinstance(id_or_url, str) and is_http_url(id_or_url):
+            canonical = canonical_url(id_or_url)  # as the site links it: ?sphrase_id=, #comments
+            if canonical != id_or_url:
+                return self.get_article(canonical)
+        return found
 
     def revisions(self, article_id: int) -> list[dict[str, Any]]:
         sql = "select * from revisions where article_id = ? order by id"
@@ -241,17 +251,38 @@ class Archive:
         return self.db["crawl_runs"].insert(row).last_pk
 
     def finish_run(
-        self, run_id: int, status: str, counts: dict[str, int], message: str = ""
+        self,
+        run_id: int,
+        status: str,
+        counts: dict[str, int],
+        message: str = "",
+        *,
+        complete: bool = False,
     ) -> None:
         keys = ("pages", "requests", "new", "updated", "removed", "unchanged", "errors")
         changes: dict[str, Any] = {k: int(counts.get(k, 0)) for k in keys}
         changes.update(finished_at=utc_now(), status=status, message=message or None)
+        changes["complete"] = int(complete)
         self.db["crawl_runs"].update(run_id, changes)
 
     def has_baseline(self, source: str) -> bool:
         """True once any crawl or check of this source has succeeded."""
         sql = "select 1 from crawl_runs where source = ? and status = 'ok' limit 1"
         return next(iter(self.db.query(sql, [source])), None) is not None
+
+    def needs_backfill(self, source: str) -> bool:
+        """True unless the latest run that got past the first page finished its walk.
+
+        A run killed mid-walk stays "running", and a page-limited one is not complete: both
+        may have stored the newest pages and left older ones unvisited. A run that failed
+        outright changed nothing, so it does not count either way.
+        """
+        sql = (
+            "select complete from crawl_runs where source = ? and status != 'failed'"
+            " order by id desc limit 1"
+        )
+        row = next(iter(self.db.query(sql, [source])), None)
+        return row is None or not row["complete"]
 
     def consecutive_failures(self, source: str) -> int:
         sql = (

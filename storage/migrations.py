@@ -96,11 +96,25 @@ def _create_robots_cache(db: sqlite_utils.Database) -> None:
     db["robots_cache"].create({"netloc": str, "body": bytes, "fetched_at": str}, pk="netloc")
 
 
+def _add_run_completeness(db: sqlite_utils.Database) -> None:
+    """Whether a run walked the whole listing; until one has, crawls keep backfilling."""
+    db["crawl_runs"].add_column("complete", int, not_null_default=0)
+    db.execute("update crawl_runs set complete = 1 where status = 'ok'")
+
+
+def _index_browsing_columns(db: sqlite_utils.Database) -> None:
+    """Datasette's facets and the newest-first sort read these on every page."""
+    for column in ("published", "section", "language"):
+        db["articles"].create_index([column], if_not_exists=True)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_core_tables,
     _create_run_tables,
     create_alerts_table,
     _create_robots_cache,
+    _add_run_completeness,
+    _index_browsing_columns,
 ]
 
 

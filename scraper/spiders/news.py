@@ -18,8 +18,10 @@ import scrapy
 from scrapy.http import Response, TextResponse
 from twisted.python.failure import Failure
 
-from monitor.config import Config, load_config
-from scraper.extract import extract_article, extract_listing
+from monitor.config import Config, ConfigError, load_config
+from scraper import feeds
+from scraper.auto import is_non_article_url, url_shape
+from scraper.extract import Entry, extract_article, extract_listing
 from scraper.items import ArticleItem, RemovedItem
 from scraper.session import CrawlSession, SourceRun
 from storage.archive import utc_now
@@ -48,6 +50,21 @@ class NewsSpider(scrapy.Spider):
         self.max_pages = int(max_pages) if max_pages else None
 
     @classmethod
+    def update_settings(cls, settings: Any) -> None:
+        """Under plain `scrapy crawl news`, the config's [settings] table applies too."""
+        super().update_settings(settings)
+        if settings.getbool("NEWSMON_SETTINGS_APPLIED"):  # the newsmon CLI did it already
+            return
+        try:
+            config = load_config(
+                settings.get("NEWSMON_CONFIG"), database=settings.get("NEWSMON_DB")
+            )
+        except ConfigError:
+            return  # reported, in one line, when the spider starts
+        # "spider" priority: Scrapy merges its project settings over "project" ones later.
+        settings.update(config.settings, priority="spider")
+
+    @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> NewsSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider._setup(crawler.settings)
@@ -63,8 +80,9 @@ class NewsSpider(scrapy.Spider):
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         self.sources = config.select_sources(self.source_names)
         self.allowed_domains = sorted(
-            {urlsplit(url).hostname or "" for s in self.sources for url in s.start_urls}
+            {urlsplit(url).hostname or "" for s in self.sources for url in _listing_urls(s)}
         )
+        self.discovered: set[str] = set()  # sources whose start page's feed was looked for
         alert_first = self._alert_first_arg
         if alert_first is None or isinstance(alert_first, str):
             alert_first = settings.getbool("NEWSMON_ALERT_ON_FIRST_RUN") or str(
@@ -79,21 +97,34 @@ class NewsSpider(scrapy.Spider):
             run = self.session.begin(source)
             for url in source.start_urls:
                 yield self._listing_request(run, url, page=1)
+            if source.feed_url:
+                yield self._listing_request(run, source.feed_url, 1, self.parse_feed)
+            if source.sitemap_url:
+                yield self._listing_request(run, source.sitemap_url, 1, self.parse_sitemap)
             if self.mode == "check":
                 for request in self._revisit_requests(run):
                     yield request
 
-    def _listing_request(self, run: SourceRun, url: str, page: int) -> scrapy.Request:
+    def _listing_request(
+        self,
+        run: SourceRun,
+        url: str,
+        page: int,
+        callback: Any = None,
+        errback: Any = None,
+        **meta: Any,
+    ) -> scrapy.Request:
+        """A listing page, feed or sitemap (`callback`), conditional unless in full mode."""
         headers = {}
-        if self.mode != "full":
+        if self.mode != "full" and not run.backfill:  # a backfill needs every page's body
             etag, modified = self.session.archive.validators(url)
             headers = _conditional_headers(etag, modified)
         return scrapy.Request(
             url,
-            callback=self.parse_listing,
-            errback=self.listing_failed,
+            callback=callback or self.parse_listing,
+            errback=errback or self.listing_failed,
             headers=headers,
-            meta={"source": run.name, "page": page},
+            meta={"source": run.name, "page": page, **meta},
             priority=10,
             dont_filter=page == 1,
         )
@@ -117,24 +148,90 @@ class NewsSpider(scrapy.Spider):
     # -- listing pages ----------------------------------------------------------------------
 
     def parse_listing(self, response: Response) -> Iterable[Any]:
+        run = self._listing_run(response)
+        if run is None:
+            return
+        listing = extract_listing(response, response.url, run.config.selectors)
+        self._note_fallbacks(run, listing.origin, response.url)
+        fresh = self._fresh_entries(run, response, listing.entries)
+        if fresh is None:  # Bitrix repeats its last page past the end
+            run.walk_done = True
+            return
+        yield from self._article_requests(run, response, fresh)
+        if run.config.automatic and response.meta["page"] == 1:
+            yield from self._discovered_feed(run, response, listing.entries)
+        if not listing.next_page:
+            run.walk_done = True
+        elif self._should_continue(run, response.meta["page"], fresh):
+            yield self._listing_request(run, listing.next_page, response.meta["page"] + 1)
+
+    def parse_feed(self, response: Response) -> Iterable[Any]:
+        """An RSS/Atom listing: its new items are fetched like a listing page's new entries."""
+        shapes = response.meta.get("entry_shapes")
+        if shapes is not None and response.status >= 400:  # a discovered feed is optional
+            self.discovered_failed(response.url, _describe(response))
+            return
+        run = self._listing_run(response, text=False)
+        if run is None:
+            return
+        entries = feeds.parse_feed(response.body, response.url)
+        if shapes:  # a feed found on a listing page: keep the items shaped like its entries
+            entries = [e for e in entries if url_shape(e.url) in shapes]
+        entries = [e for e in entries if self._allowed(e.url)]
+        if not entries and shapes is None:
+            run.note(f"feed {response.url} holds no items")
+        fresh = self._fresh_entries(run, response, entries)
+        if not run.config.start_urls:  # the feed is the whole listing: one page, read to its end
+            run.walk_done = True
+        yield from self._article_requests(run, response, fresh or [])
+
+    def parse_sitemap(self, response: Response) -> Iterable[Any]:
+        """A sitemap listing; an index is walked newest child first, like pagination."""
+        run = self._listing_run(response, text=False)
+        if run is None:
+            return
+        body = feeds.sitemap_body(response)
+        entries, children = feeds.parse_sitemap(body, response.url) if body else ([], [])
+        queue = children or response.meta.get("sitemaps", [])
+        entries = [e for e in entries if self._allowed(e.url) and not is_non_article_url(e.url)]
+        if not body or (not entries and not children):
+            run.note(f"sitemap {response.url} lists no articles")
+        fresh = self._fresh_entries(run, response, entries) if not children else []
+        yield from self._article_requests(run, response, fresh or [])
+        page = response.meta["page"]
+        if not queue and not run.config.start_urls:
+            run.walk_done = True
+        if queue and (children or self._should_continue(run, page, fresh or [])):
+            next_url, *rest = queue
+            yield self._listing_request(
+                run, next_url, page + (0 if children else 1), self.parse_sitemap, sitemaps=rest
+            )
+
+    def _listing_run(self, response: Response, text: bool = True) -> SourceRun | None:
+        """Count a listing response; None when it has nothing to read (304, error, not text)."""
         run = self.session.runs[response.meta["source"]]
         run.counts["requests"] += 1
         run.counts["pages"] += 1
         if response.status == 304:
             run.not_modified += 1
-            return
-        if response.status >= 400 or not isinstance(response, TextResponse):
+            run.walk_done = True  # unchanged since the last finished walk
+            return None
+        if response.status >= 400 or (text and not isinstance(response, TextResponse)):
             run.listing_failed += 1
             run.counts["errors"] += 1
             run.note(f"listing page {response.url} answered {_describe(response)}")
-            return
+            return None
         run.listing_ok += 1
-        listing = extract_listing(response, response.url, run.config.selectors)
-        self._note_fallbacks(run, listing.origin, response.url)
-        urls = [canonical_url(entry.url) for entry in listing.entries]
+        return run
+
+    def _fresh_entries(
+        self, run: SourceRun, response: Response, entries: list[Entry]
+    ) -> list[tuple[str, Entry]] | None:
+        """The entries not stored yet (all in full mode); None for a page seen in this run."""
+        urls = [canonical_url(entry.url) for entry in entries]
         fingerprint = tuple(urls)
-        if fingerprint in run.seen_pages:  # Bitrix repeats its last page past the end
-            return
+        if fingerprint in run.seen_pages:
+            return None
         run.seen_pages.add(fingerprint)
         run.entries += len(urls)
         run.validators[response.url] = (
@@ -142,9 +239,14 @@ class NewsSpider(scrapy.Spider):
             _header(response, "Last-Modified"),
         )
         known = self.session.archive.known_urls(urls)
-        fresh = [(url, entry) for url, entry in zip(urls, listing.entries, strict=True)]
+        fresh = [(url, entry) for url, entry in zip(urls, entries, strict=True)]
         if self.mode != "full":
             fresh = [(url, entry) for url, entry in fresh if url not in known]
+        return fresh
+
+    def _article_requests(
+        self, run: SourceRun, response: Response, fresh: list[tuple[str, Entry]]
+    ) -> Iterable[scrapy.Request]:
         for url, entry in fresh:
             yield response.follow(
                 entry.url,
@@ -152,16 +254,48 @@ class NewsSpider(scrapy.Spider):
                 errback=self.article_failed,
                 meta={"source": run.name, "entry": entry, "canonical": url},
             )
-        if listing.next_page and self._should_continue(run, response.meta["page"], fresh):
-            yield self._listing_request(run, listing.next_page, response.meta["page"] + 1)
+
+    def _discovered_feed(
+        self, run: SourceRun, response: Response, entries: list[Entry]
+    ) -> Iterable[scrapy.Request]:
+        """Automatic mode: the start page's RSS/Atom feed becomes an additional listing."""
+        if run.config.feed_url or run.name in self.discovered:
+            return
+        self.discovered.add(run.name)
+        for url in feeds.discover_feeds(response, response.url)[:1]:
+            if self._allowed(url):
+                shapes = sorted({url_shape(entry.url) for entry in entries})
+                yield self._listing_request(
+                    run,
+                    url,
+                    1,
+                    self.parse_feed,
+                    errback=lambda failure: self.discovered_failed(
+                        failure.request.url, failure.getErrorMessage()
+                    ),
+                    entry_shapes=shapes,
+                )
+
+    def discovered_failed(self, url: str, reason: str) -> None:
+        self.logger.info("feed %s found on a listing page is not usable: %s", url, reason)
+
+    def _allowed(self, url: str) -> bool:
+        host = (urlsplit(url).hostname or "").removeprefix("www.")
+        return any(
+            host == domain.removeprefix("www.") or host.endswith("." + domain)
+            for domain in self.allowed_domains
+        )
 
     def _should_continue(self, run: SourceRun, page: int, fresh: list[Any]) -> bool:
         limit = self.max_pages or run.config.max_pages
         if limit is not None and page >= limit:
             return False
-        # Until a run has finished cleanly, an interrupted backfill may have left older pages
-        # unvisited behind pages whose entries are all stored: keep walking.
-        return self.mode == "full" or run.backfill or bool(fresh)
+        # After an interrupted or limited walk, older pages may hold unstored entries behind
+        # pages whose entries are all stored: keep walking until one walk finishes.
+        if self.mode == "full" or run.backfill or fresh:
+            return True
+        run.walk_done = True  # caught up: this page holds nothing new
+        return False
 
     def _note_fallbacks(self, run: SourceRun, origin: dict[str, str], url: str) -> None:
         for key, where in origin.items():
@@ -230,6 +364,10 @@ class NewsSpider(scrapy.Spider):
         self.summaries = self.session.finish()
         self.crawler.stats.set_value("newsmon/summaries", self.summaries)
         self.session.close()
+
+
+def _listing_urls(source: Any) -> list[str]:
+    return [*source.start_urls, *filter(None, (source.feed_url, source.sitemap_url))]
 
 
 def _header(response: Response, name: str) -> str | None:

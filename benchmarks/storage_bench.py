@@ -1,0 +1,123 @@
+"""Storage throughput: newsmon's normalize-and-upsert path against raw sqlite3.executemany.
+
+The input is what the spider hands the pipelines: ArticleItems extracted (by newsmon's own
+extractor, untimed) from article pages the replica renders. The timed path is exactly the two
+pipeline stages, `scraper.pipelines.normalize_article` then `Archive.store_article`, one article
+per transaction as in a crawl. The baseline inserts the very rows that path ended with (articles
+and revisions) into a fresh archive of the same schema (indexes and FTS triggers included), with
+two `executemany` calls in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import REPO  # noqa: F401  (puts the repository on sys.path)
+from scrapy.http import HtmlResponse
+
+from monitor.config import CSTO_SELECTORS
+from monitor.replica import Replica, route, validate
+from scraper.extract import extract_article
+from scraper.items import ArticleItem
+from scraper.pipelines import normalize_article
+from storage.archive import Archive, utc_now
+
+SITE = "https://en.odkb-csto.org"
+
+
+def build_items(count: int, seed: int = 1) -> list[ArticleItem]:
+    """ArticleItems as the spider yields them for `count` replica article pages."""
+    rep = Replica(articles=count, seed=seed)
+    items = []
+    for article_id in range(1, count + 1):
+        article = rep.article(article_id)
+        path = f"/news/news_odkb/{article.slug}/"
+        answer = route(rep, "", path, SITE)
+        validate(answer, None, None)
+        response = HtmlResponse(url=SITE + path, body=answer.body, encoding="utf-8")
+        fields = extract_article(response, response.url, CSTO_SELECTORS)
+        items.append(
+            ArticleItem(
+                source="csto-en",
+                url=response.url,
+                language="en",
+                title=fields.title,
+                date_text=fields.date,
+                listing_title=article.title,
+                listing_date=f"{article.published:%d.%m.%Y}",
+                summary=article.lead,
+                body_html=fields.body_html,
+                canonical=fields.canonical,
+                attachments=fields.attachments,
+                fetched_at=utc_now(),
+                etag=answer.headers.get("ETag"),
+                last_modified=answer.headers.get("Last-Modified"),
+            )
+        )
+    return items
+
+
+class StorageBench:
+    def __init__(self, count: int, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.items = build_items(count)
+        self.normalized = [normalize_article(item) for item in self.items]
+        self.final: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+
+    def warm_up(self) -> None:
+        """One untimed pass of the path; it also yields the final rows for the raw baseline."""
+        path = self._fresh("warm-up")
+        with Archive(path) as archive:
+            for item in self.items:
+                archive.store_article(normalize_article(item), now=item.fetched_at)
+        conn = sqlite3.connect(path)
+        try:
+            for table in ("articles", "revisions"):
+                cursor = conn.execute(f"select * from {table} order by id")
+                columns = [d[0] for d in cursor.description]
+                self.final[table] = (columns, cursor.fetchall())
+        finally:
+            conn.close()
+
+    def _fresh(self, name: str) -> Path:
+        path = self.folder / f"{name}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        return path
+
+    def run(self, what: str, round_: int) -> float:
+        """Rows per second for one pass of `what` into a fresh archive."""
+        path = self._fresh(f"{what}-{round_}")
+        if what == "raw":
+            Archive(path).close()  # the same schema, indexes and FTS triggers
+            conn = sqlite3.connect(path)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            started = time.perf_counter()
+            with conn:
+                for table, (columns, rows) in self.final.items():
+                    marks = ", ".join("?" * len(columns))
+                    sql = f"insert into {table} ({', '.join(columns)}) values ({marks})"
+                    conn.executemany(sql, rows)
+            elapsed = time.perf_counter() - started
+            conn.close()
+        elif what == "normalize":
+            started = time.perf_counter()
+            for item in self.items:
+                normalize_article(item)
+            elapsed = time.perf_counter() - started
+        else:
+            with Archive(path) as archive:
+                started = time.perf_counter()
+                if what == "path":
+                    for item in self.items:
+                        archive.store_article(normalize_article(item), now=item.fetched_at)
+                else:  # "store": the upsert alone, on rows normalized beforehand
+                    for article in self.normalized:
+                        archive.store_article(article, now=article["fetched_at"])
+                elapsed = time.perf_counter() - started
+        self._fresh(f"{what}-{round_}")  # the file is not needed any more
+        return len(self.items) / elapsed

@@ -1,0 +1,360 @@
+"""Listing and article extraction: configured selectors first, generic fallbacks after.
+
+Pages come from the replica's own renderer (`monitor.replica.route`, no server needed) or are
+written by hand for the fallbacks the replica does not exercise. Whether an out-of-range Bitrix
+page repeats the last one is the spider's business (see test_crawl.py), not extraction's.
+"""
+
+from __future__ import annotations
+
+import pytest
+from scrapy.http import HtmlResponse
+
+from monitor.config import CSTO_SELECTORS, Selectors
+from monitor.replica import Article, Replica, date_words, route
+from scraper.extract import extract_article, extract_listing
+from storage.normalize import canonical_url, clean_text, find_date, normalize_whitespace
+
+SITE = "http://csto.test"
+EN = Replica(articles=25, per_page=10)
+RU = Replica(articles=12, language="ru")
+NO_SELECTORS = Selectors()
+
+
+def served(rep: Replica, target: str, *, charset_header: bool = True) -> HtmlResponse:
+    """The replica's answer for a path, as Scrapy would hand it to the spider."""
+    prefix = "/ru" if rep.language == "ru" else ""
+    answer = route(rep, prefix, target, SITE + prefix)
+    assert answer.status == 200, target
+    content_type = answer.content_type if charset_header else "text/html"
+    return HtmlResponse(SITE + target, body=answer.body, headers={"Content-Type": content_type})
+
+
+def article_page(rep: Replica, article_id: int) -> HtmlResponse:
+    prefix = "/ru" if rep.language == "ru" else ""
+    return served(rep, f"{prefix}/news/news_odkb/{rep.article(article_id).slug}/")
+
+
+def hand_written(body: str, url: str = f"{SITE}/news/") -> HtmlResponse:
+    text = f"<!DOCTYPE html><html><head><meta charset='utf-8'>{body}</html>"
+    return HtmlResponse(url, body=text.encode("utf-8"))
+
+
+def url_of(article: Article) -> str:
+    prefix = "/ru" if article.language == "ru" else ""
+    return f"{SITE}{prefix}/news/news_odkb/{article.slug}/"
+
+
+def first_page(rep: Replica) -> list[Article]:
+    """Page 1 as the site shows it: the pinned oldest item, then the newest ones."""
+    _, _, items = rep.listing(1)
+    return [rep.pinned_article(), *items]
+
+
+def body_text(article: Article) -> str:
+    return "\n\n".join(normalize_whitespace(p) for p in article.paragraphs)
+
+
+# -- listing entries -------------------------------------------------------------------------------
+
+
+def test_listing_selectors_give_one_entry_per_item():
+    listing = extract_listing(served(EN, "/news/"), f"{SITE}/news/", CSTO_SELECTORS)
+    assert [canonical_url(e.url) for e in listing.entries] == [url_of(a) for a in first_page(EN)]
+
+
+def test_listing_selectors_give_each_entry_its_title_date_and_summary():
+    listing = extract_listing(served(EN, "/news/"), f"{SITE}/news/", CSTO_SELECTORS)
+    expected = [(a.title, f"{a.published:%d.%m.%Y}", a.lead) for a in first_page(EN)]
+    assert [(e.title, e.date, e.summary) for e in listing.entries] == expected
+    assert listing.origin["item"] == "selector"
+
+
+def test_listing_entries_are_absolute_urls_on_the_site():
+    listing = extract_listing(served(EN, "/news/?PAGEN_1=2"), f"{SITE}/news/", CSTO_SELECTORS)
+    assert all(e.url.startswith(f"{SITE}/news/news_odkb/") for e in listing.entries)
+
+
+def test_listing_without_selectors_finds_every_entry_by_fallback():
+    listing = extract_listing(served(EN, "/news/"), f"{SITE}/news/", NO_SELECTORS)
+    assert [canonical_url(e.url) for e in listing.entries] == [url_of(a) for a in first_page(EN)]
+    assert [e.title for e in listing.entries] == [a.title for a in first_page(EN)]
+
+
+def test_listing_fallback_entries_carry_their_own_date():
+    listing = extract_listing(served(EN, "/news/"), f"{SITE}/news/", NO_SELECTORS)
+    assert [e.date for e in listing.entries] == [a.published.isoformat() for a in first_page(EN)]
+
+
+def test_listing_item_selector_matching_nothing_falls_back_and_says_so():
+    selectors = Selectors(item="div.no-such-entry", link="a.news-title::attr(href)")
+    listing = extract_listing(served(EN, "/news/"), f"{SITE}/news/", selectors)
+    assert listing.origin["item"] == "fallback"
+    assert [canonical_url(e.url) for e in listing.entries] == [url_of(a) for a in first_page(EN)]
+
+
+def test_listing_xpath_selectors():
+    selectors = Selectors(
+        item="xpath://div[contains(concat(' ', @class, ' '), ' news-item ')]",
+        link="xpath:.//a[@class='news-title']/@href",
+        title="xpath:.//a[@class='news-title']/text()",
+        date="xpath:.//span[@class='news-date']/text()",
+        next_page="xpath://a[@class='modern-page-next']/@href",
+    )
+    listing = extract_listing(served(EN, "/news/"), f"{SITE}/news/", selectors)
+    expected = [(url_of(a), a.title, f"{a.published:%d.%m.%Y}") for a in first_page(EN)]
+    assert [(canonical_url(e.url), e.title, e.date) for e in listing.entries] == expected
+    assert listing.next_page == f"{SITE}/news/?PAGEN_1=2"
+
+
+def test_listing_entries_are_deduplicated_by_url():
+    page = hand_written(
+        "<body><div class='news-list'>"
+        "<a href='/news/news_odkb/a-1/'><img src='a.jpg'></a><a href='/news/news_odkb/a-1/'>A</a>"
+        "<a href='/news/news_odkb/b-2/'>B</a></div></body>"
+    )
+    listing = extract_listing(page, page.url, NO_SELECTORS)
+    assert [(e.url, e.title) for e in listing.entries] == [
+        (f"{SITE}/news/news_odkb/a-1/", "A"),
+        (f"{SITE}/news/news_odkb/b-2/", "B"),
+    ]
+
+
+def test_windows_1251_listing_decodes_from_the_http_header():
+    listing = extract_listing(served(RU, "/ru/news/"), f"{SITE}/ru/news/", CSTO_SELECTORS)
+    assert [e.title for e in listing.entries] == [a.title for a in first_page(RU)]
+
+
+def test_windows_1251_listing_decodes_from_the_meta_tag_alone():
+    page = served(RU, "/ru/news/", charset_header=False)
+    listing = extract_listing(page, f"{SITE}/ru/news/", CSTO_SELECTORS)
+    assert [e.title for e in listing.entries] == [a.title for a in first_page(RU)]
+
+
+# -- next page -------------------------------------------------------------------------------------
+
+
+def test_next_page_from_the_configured_selector():
+    listing = extract_listing(served(EN, "/news/"), f"{SITE}/news/", CSTO_SELECTORS)
+    assert listing.next_page == f"{SITE}/news/?PAGEN_1=2"
+    assert listing.origin["next_page"] == "selector"
+
+
+def test_next_page_of_the_replica_without_selectors():
+    page = served(EN, "/news/?PAGEN_1=2")
+    assert extract_listing(page, page.url, NO_SELECTORS).next_page == f"{SITE}/news/?PAGEN_1=3"
+
+
+def test_last_page_has_no_next_page():
+    page = served(EN, "/news/?PAGEN_1=3")
+    assert extract_listing(page, page.url, CSTO_SELECTORS).next_page is None
+    assert extract_listing(page, page.url, NO_SELECTORS).next_page is None
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        pytest.param("<a rel='next' href='/news/?PAGEN_1=3'>3</a>", id="a-rel-next"),
+        pytest.param("<link rel='next' href='/news/?PAGEN_1=3'>", id="link-rel-next"),
+        pytest.param("<a href='/news/?PAGEN_1=3'>Next</a>", id="next-label"),
+        pytest.param("<a href='/news/?PAGEN_1=3'> Next page </a>", id="next-page-label"),
+        pytest.param("<a href='/news/?PAGEN_1=3'>След.</a>", id="russian-label"),
+        pytest.param("<a href='/news/?PAGEN_1=3'>»</a>", id="guillemet"),
+    ],
+)
+def test_next_page_fallback(link):
+    page = hand_written(
+        f"<body><a href='/news/?PAGEN_1=1'>1</a> <a href='/news/?PAGEN_1=2'>2</a> {link}</body>",
+        url=f"{SITE}/news/?PAGEN_1=2",
+    )
+    assert extract_listing(page, page.url, NO_SELECTORS).next_page == f"{SITE}/news/?PAGEN_1=3"
+
+
+def test_next_page_fallback_when_the_selector_matches_nothing():
+    page = hand_written("<body><a href='/news/?PAGEN_1=2'>Next</a></body>")
+    listing = extract_listing(page, page.url, Selectors(next_page="a.gone::attr(href)"))
+    assert listing.next_page == f"{SITE}/news/?PAGEN_1=2"
+
+
+def test_next_page_on_another_site_is_ignored():
+    page = hand_written("<body><a rel='next' href='https://elsewhere.test/news/?p=2'>Next</a>")
+    assert extract_listing(page, page.url, NO_SELECTORS).next_page is None
+
+
+# -- article title ---------------------------------------------------------------------------------
+
+
+def test_article_fields_from_the_csto_selectors():
+    fields = extract_article(article_page(EN, 7), f"{SITE}/news/", CSTO_SELECTORS)
+    wanted = EN.article(7)
+    assert fields.title == wanted.title
+    assert fields.date == f"{wanted.published:%d.%m.%Y}"
+    assert clean_text(fields.body_html) == body_text(wanted)
+    assert set(fields.origin.values()) == {"selector"}
+
+
+def test_article_title_falls_back_to_og_title():
+    page = hand_written(
+        "<meta property='og:title' content='From og:title'><title>From title - CSTO</title>"
+        "</head><body><h1>From h1</h1><p>Text.</p></body>"
+    )
+    assert extract_article(page, page.url, NO_SELECTORS).title == "From og:title"
+
+
+def test_article_title_falls_back_to_h1():
+    page = hand_written("<title>From title - CSTO</title></head><body><h1>From h1</h1></body>")
+    assert extract_article(page, page.url, NO_SELECTORS).title == "From h1"
+
+
+@pytest.mark.parametrize("suffix", [" - CSTO", " | ODKB", " — CSTO", " :: CSTO"])
+def test_article_title_falls_back_to_the_page_title_without_the_site_name(suffix):
+    page = hand_written(f"<title>Consultations were held{suffix}</title></head><body></body>")
+    assert extract_article(page, page.url, NO_SELECTORS).title == "Consultations were held"
+
+
+def test_article_title_selector_matching_nothing_falls_back_and_says_so():
+    selectors = Selectors(article_title=".no-such-title::text")
+    fields = extract_article(article_page(EN, 7), f"{SITE}/news/", selectors)
+    assert fields.title == EN.article(7).title
+    assert fields.origin["article_title"] == "fallback"
+
+
+def test_article_title_of_the_replica_without_selectors():
+    fields = extract_article(article_page(EN, 12), f"{SITE}/news/", NO_SELECTORS)
+    assert fields.title == EN.article(12).title
+
+
+def test_russian_article_title_decodes_to_cyrillic():
+    fields = extract_article(article_page(RU, 5), f"{SITE}/ru/news/", NO_SELECTORS)
+    assert fields.title == RU.article(5).title
+
+
+# -- article date ----------------------------------------------------------------------------------
+
+
+def test_article_date_from_time_datetime():
+    page = hand_written(
+        "</head><body><h1>Title</h1><time datetime='2024-04-22T10:30:00+03:00'>Monday</time>"
+    )
+    assert extract_article(page, page.url, NO_SELECTORS).date == "2024-04-22T10:30:00+03:00"
+
+
+def test_article_date_from_meta_published_time():
+    page = hand_written(
+        "<meta property='article:published_time' content='2024-04-18'></head>"
+        "<body><h1>Title</h1><p>Text.</p></body>"
+    )
+    assert extract_article(page, page.url, NO_SELECTORS).date == "2024-04-18"
+
+
+SEED_SHAPED = """
+<title>Consultations were held on international flights - CSTO</title></head><body>
+<div class="sidebar">
+ <div><span>22.04.2024</span><a href="/news/news_odkb/a/">On 22 April 2024, the CSTO
+  Secretariat hosted a working meeting.</a></div>
+ <div><span>22.04.2024</span><a href="/news/news_odkb/b/">From 22 to 26 April, this year,
+  the CSTO Secretariat is holding an annual training meeting.</a></div>
+ <div><span>18.04.2024</span><a href="/news/news_odkb/c/">The meeting was held in Moscow.</a>
+ </div>
+</div>
+<div class="content">
+ <h1>Consultations were held on international flights</h1>
+ <p>Consultations were held on international flights 06.04.2022</p>
+ <p>On April 5-6 in Moscow, on the basis of the CSTO Joint Staff, representatives held
+  consultations.</p>
+ <p>They discussed the Agreement of 10 December 2010 and of 15 September 2015.</p>
+ <p><a href="javascript:history.back()">Go back</a></p>
+ <p><a href="/news/news_odkb/">Back to the section</a></p>
+</div></body>
+"""
+
+
+def test_article_date_printed_next_to_the_title_like_the_seed_page():
+    page = hand_written(SEED_SHAPED, url=f"{SITE}/news/news_odkb/consultations/")
+    fields = extract_article(page, page.url, NO_SELECTORS)
+    assert fields.title == "Consultations were held on international flights"
+    assert find_date(fields.date) == "2022-04-06"
+
+
+def test_article_date_of_the_replica_without_selectors():
+    fields = extract_article(article_page(EN, 20), f"{SITE}/news/", NO_SELECTORS)
+    assert find_date(fields.date) == EN.article(20).published.isoformat()
+
+
+def test_russian_article_page_writes_some_dates_in_words():
+    wanted = RU.article(9)  # the replica writes every third Russian date in words
+    fields = extract_article(article_page(RU, 9), f"{SITE}/ru/news/", CSTO_SELECTORS)
+    assert fields.date == date_words(wanted.published, "ru")
+
+
+@pytest.mark.parametrize(
+    "selectors",
+    [pytest.param(CSTO_SELECTORS, id="selector"), pytest.param(NO_SELECTORS, id="fallback")],
+)
+def test_russian_article_date_in_words_parses(selectors):
+    wanted = RU.article(9)
+    fields = extract_article(article_page(RU, 9), f"{SITE}/ru/news/", selectors)
+    assert find_date(fields.date, ["ru"]) == wanted.published.isoformat()
+
+
+def test_article_date_selector_text_without_a_date_falls_back():
+    selectors = Selectors(article_date="h1::text")
+    fields = extract_article(article_page(EN, 20), f"{SITE}/news/", selectors)
+    assert find_date(fields.date) == EN.article(20).published.isoformat()
+
+
+# -- article body ----------------------------------------------------------------------------------
+
+
+def test_article_body_of_the_replica_without_selectors():
+    fields = extract_article(article_page(EN, 14), f"{SITE}/news/", NO_SELECTORS)
+    assert clean_text(fields.body_html) == body_text(EN.article(14))
+
+
+def test_article_body_fallback_is_the_block_with_the_most_paragraph_text():
+    page = hand_written(
+        "</head><body><div class='menu'><p><a href='/a/'>A very long menu link text that is"
+        " only a link and never article text at all</a></p></div>"
+        "<div class='story'><p>First paragraph of the story.</p><p>Second paragraph.</p></div>"
+        "</body>"
+    )
+    body = clean_text(extract_article(page, page.url, NO_SELECTORS).body_html)
+    assert body == "First paragraph of the story.\n\nSecond paragraph."
+
+
+def test_article_body_selector_matching_nothing_falls_back_and_says_so():
+    selectors = Selectors(article_body=".no-such-body")
+    fields = extract_article(article_page(EN, 14), f"{SITE}/news/", selectors)
+    assert clean_text(fields.body_html) == body_text(EN.article(14))
+    assert fields.origin["article_body"] == "fallback"
+
+
+# -- attachments and canonical ---------------------------------------------------------------------
+
+
+def test_article_attachment_links_are_absolute():
+    fields = extract_article(article_page(EN, 8), f"{SITE}/news/", CSTO_SELECTORS)
+    assert fields.attachments == [f"{SITE}/files/statement-8.pdf"]
+
+
+def test_article_without_attachment_has_none():
+    assert extract_article(article_page(EN, 9), f"{SITE}/news/", CSTO_SELECTORS).attachments == []
+
+
+def test_article_attachments_are_office_and_pdf_documents_once_each():
+    page = hand_written(
+        "</head><body><h1>T</h1><a href='/upload/a.pdf'>a</a> <a href='/upload/b.DOCX'>b</a>"
+        " <a href='/upload/c.xls'>c</a> <a href='/upload/a.pdf'>a again</a>"
+        " <a href='/news/other/'>not a file</a> <a href='/upload/photo.jpg'>photo</a></body>",
+        url=f"{SITE}/news/news_odkb/x/",
+    )
+    assert extract_article(page, page.url, NO_SELECTORS).attachments == [
+        f"{SITE}/upload/a.pdf",
+        f"{SITE}/upload/b.DOCX",
+        f"{SITE}/upload/c.xls",
+    ]
+
+
+def test_article_canonical_link_is_reported():
+    fields = extract_article(article_page(EN, 10), f"{SITE}/news/", CSTO_SELECTORS)
+    assert fields.canonical == url_of(EN.article(10))
