@@ -11,13 +11,11 @@ the number of articles written. Output is UTF-8.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import html
 import io
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -28,7 +26,14 @@ from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
-from storage.search import connection, execute_match, filter_sql, matching_ids_sql, prepare_query
+from storage.search import (
+    connection,
+    execute_match,
+    filter_sql,
+    matching_ids_sql,
+    prepare_query,
+    rows_as_dicts,
+)
 
 FORMATS = ("atom", "rss", "json", "jsonl", "csv")
 MEDIA_TYPES = {
@@ -133,17 +138,7 @@ def article_rows(
     conn = connection(db)
     sql, params = _selection(sources, since, limit, query)
     cursor = execute_match(conn, sql, params, query or "")
-    return _dicts(cursor)
-
-
-def _dicts(cursor: sqlite3.Cursor) -> Iterator[dict[str, Any]]:
-    names = [column[0] for column in cursor.description]
-    try:
-        for row in cursor:
-            yield dict(zip(names, row, strict=True))
-    finally:
-        with contextlib.suppress(sqlite3.ProgrammingError):  # the connection may be closed
-            cursor.close()
+    return rows_as_dicts(cursor)
 
 
 def newest_update(

@@ -220,10 +220,11 @@ def search(
         sql += f" limit {int(limit)}"
     all_params = [*title_params, start, end, ELLIPSIS, expression, *params]
     cursor = execute_match(conn, sql, all_params, query)
-    return _rows(cursor)
+    return rows_as_dicts(cursor)
 
 
-def _rows(cursor: sqlite3.Cursor) -> Iterator[dict[str, Any]]:
+def rows_as_dicts(cursor: sqlite3.Cursor) -> Iterator[dict[str, Any]]:
+    """Stream a cursor as dicts, closing it when done (or abandoned)."""
     columns = [column[0] for column in cursor.description]
     try:
         for row in cursor:
