@@ -71,6 +71,8 @@ class NormalizePipeline:
         if problem:
             run = self.crawler.spider.session.runs[item.source]
             run.counts["errors"] += 1
+            if item.article_id is None:  # a new article: try again next run
+                run.article_failed(item.url, problem)
             raise DropItem(f"{item.source}: {problem} on {item.url}")
         return article
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from monitor.config import Config, SourceConfig
 from storage.archive import Archive
+from storage.normalize import canonical_url
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,15 @@ class SourceRun:
     notes: list[str] = field(default_factory=list)  # logged and kept in crawl_runs.message
     removals: list[int] = field(default_factory=list)  # article ids answering 404/410
     walk_done: bool = False  # the walk stopped by itself: the last page, or caught up
+    failed_articles: dict[str, str] = field(default_factory=dict)  # canonical URL -> reason
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def article_failed(self, url: str, reason: str) -> None:
+        """Remember a new article that could not be fetched or read, to fetch it again."""
+        self.failed_articles[canonical_url(url)] = reason
 
     def note(self, message: str) -> None:
         """A failure worth a log line and the run's message, but not (yet) an alert."""
@@ -116,9 +122,10 @@ class CrawlSession:
                     self.archive.save_validators(url, etag, modified)
             self._record_health(run, status)
             message = "; ".join([*run.notes, *run.problems.values()])
-            # A failed article on a recent page is retried by the next run (still unknown);
-            # an interrupted, page-limited or broken walk leaves older pages to backfill.
+            # An interrupted, page-limited or broken walk leaves older pages to backfill. A failed
+            # article is kept in failed_articles instead and fetched directly by the next runs.
             complete = status == "ok" and run.walk_done and run.listing_failed == 0
+            self.archive.record_failed_articles(run.name, run.failed_articles)
             self.archive.finish_run(run.run_id, status, run.counts, message, complete=complete)
             summaries.append(run.summary())
         return summaries

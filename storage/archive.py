@@ -322,6 +322,29 @@ class Archive:
         row = {"netloc": netloc, "body": body, "fetched_at": utc_now()}
         self.db["robots_cache"].upsert(row, pk="netloc")
 
+    def failed_articles(self, source: str, max_attempts: int = 20) -> list[str]:
+        """New articles that earlier runs could not fetch, still worth another try."""
+        sql = "select url from failed_articles where source = ? and attempts < ? order by url"
+        return [row["url"] for row in self.db.query(sql, [source, max_attempts])]
+
+    def record_failed_articles(self, source: str, failures: dict[str, str]) -> None:
+        """Count one more failed attempt per URL; forget those stored since."""
+        now = utc_now()
+        with self.db.atomic():
+            self.db.execute(
+                "delete from failed_articles where source = ?"
+                " and url in (select url from articles)",
+                [source],
+            )
+            for url, reason in failures.items():
+                self.db.execute(
+                    "insert into failed_articles (url, source, attempts, last_error, first_failed,"
+                    " last_failed) values (?, ?, 1, ?, ?, ?) on conflict(url) do update set"
+                    " attempts = attempts + 1, last_error = excluded.last_error,"
+                    " last_failed = excluded.last_failed",
+                    [url, source, reason[:500], now, now],
+                )
+
     def forget_validators(self, urls: Iterable[str]) -> None:
         for url in urls:
             self.db.execute("delete from http_validators where url = ?", [url])

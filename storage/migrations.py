@@ -108,6 +108,13 @@ def _index_browsing_columns(db: sqlite_utils.Database) -> None:
         db["articles"].create_index([column], if_not_exists=True)
 
 
+def _create_failed_articles(db: sqlite_utils.Database) -> None:
+    """New articles whose page failed: fetched directly by later runs until they work."""
+    columns = {"url": str, "source": str, "attempts": int, "last_error": str}
+    columns.update(first_failed=str, last_failed=str)
+    db["failed_articles"].create(columns, pk="url")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_core_tables,
     _create_run_tables,
@@ -115,6 +122,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_robots_cache,
     _add_run_completeness,
     _index_browsing_columns,
+    _create_failed_articles,
 ]
 
 

@@ -496,3 +496,22 @@ def test_bad_answer_on_revisit_neither_blanks_the_article_nor_alerts(site, works
         else []
     )
     assert "updated" not in events and "removed" not in events and "new" not in events
+
+
+def test_article_failed_on_a_deep_page_is_fetched_directly_by_the_next_check(site, workspace):
+    workspace.write_config(replica_config(site))
+    deep = site.replica_en.article(2)  # on the last listing page
+    site.replica_en.faults.add(path=article_path(deep), kind="status", code=500)
+    first = crawl(workspace, "RETRY_TIMES=0")
+    assert deep.slug not in stored_slugs(workspace), first.result.stderr[-3000:]
+    site.replica_en.faults.clear()
+    site.stamps.clear()
+
+    check = workspace.run("check", "--json", "-s", "RETRY_TIMES=0")
+
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert deep.slug in stored_slugs(workspace)
+    listing_pages = [s.target for s in site.stamps if "PAGEN_1" in s.target]
+    assert listing_pages == []  # found without walking the listing again
+    failed = list(workspace.db().query("select * from failed_articles"))
+    assert failed == []

@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import scrapy
-from scrapy.http import Response, TextResponse
+from scrapy.http import HtmlResponse, Response, TextResponse
+from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from monitor.config import Config, ConfigError, load_config
@@ -101,9 +102,21 @@ class NewsSpider(scrapy.Spider):
                 yield self._listing_request(run, source.feed_url, 1, self.parse_feed)
             if source.sitemap_url:
                 yield self._listing_request(run, source.sitemap_url, 1, self.parse_sitemap)
+            for url in self.session.archive.failed_articles(source.name):
+                yield self._retry_request(run, url)
             if self.mode == "check":
                 for request in self._revisit_requests(run):
                     yield request
+
+    def _retry_request(self, run: SourceRun, url: str) -> scrapy.Request:
+        """A new article that failed in an earlier run, fetched directly: it may sit on a
+        listing page that incremental walks no longer reach."""
+        return scrapy.Request(
+            url,
+            callback=self.parse_article,
+            errback=self.article_failed,
+            meta={"source": run.name, "canonical": url},
+        )
 
     def _listing_request(
         self,
@@ -148,7 +161,7 @@ class NewsSpider(scrapy.Spider):
     # -- listing pages ----------------------------------------------------------------------
 
     def parse_listing(self, response: Response) -> Iterable[Any]:
-        run = self._listing_run(response)
+        run = self._listing_run(response, html=True)
         if run is None:
             return
         listing = extract_listing(response, response.url, run.config.selectors)
@@ -207,7 +220,9 @@ class NewsSpider(scrapy.Spider):
                 run, next_url, page + (0 if children else 1), self.parse_sitemap, sitemaps=rest
             )
 
-    def _listing_run(self, response: Response, text: bool = True) -> SourceRun | None:
+    def _listing_run(
+        self, response: Response, text: bool = True, html: bool = False
+    ) -> SourceRun | None:
         """Count a listing response; None when it has nothing to read (304, error, not text)."""
         run = self.session.runs[response.meta["source"]]
         run.counts["requests"] += 1
@@ -216,7 +231,8 @@ class NewsSpider(scrapy.Spider):
             run.not_modified += 1
             run.walk_done = True  # unchanged since the last finished walk
             return None
-        if response.status >= 400 or (text and not isinstance(response, TextResponse)):
+        wanted = HtmlResponse if html else TextResponse if text else Response
+        if response.status >= 400 or not isinstance(response, wanted):
             run.listing_failed += 1
             run.counts["errors"] += 1
             run.note(f"listing page {response.url} answered {_describe(response)}")
@@ -308,7 +324,7 @@ class NewsSpider(scrapy.Spider):
         run.counts["requests"] += 1
         run.counts["errors"] += 1
         run.listing_failed += 1
-        reason = failure.getErrorMessage() or failure.type.__name__
+        reason = _failure_reason(failure)
         run.note(f"listing page {request.url} failed: {reason}")
 
     # -- article pages ----------------------------------------------------------------------
@@ -324,13 +340,15 @@ class NewsSpider(scrapy.Spider):
             run.counts["unchanged"] += 1
             self.session.archive.mark_checked(meta["article_id"], **_validators(response))
             return
-        if response.status >= 400 or not isinstance(response, TextResponse):
+        if response.status >= 400 or not isinstance(response, HtmlResponse):
             run.counts["errors"] += 1
             self.logger.warning("%s: article %s: %s", run.name, response.url, _describe(response))
+            if not meta.get("revisit"):
+                run.article_failed(response.request.url, _describe(response))
             return
         yield self._article_item(run, response)
 
-    def _article_item(self, run: SourceRun, response: TextResponse) -> ArticleItem:
+    def _article_item(self, run: SourceRun, response: HtmlResponse) -> ArticleItem:
         fields = extract_article(response, response.url, run.config.selectors)
         self._note_fallbacks(run, fields.origin, response.url)
         entry = response.meta.get("entry")
@@ -356,7 +374,10 @@ class NewsSpider(scrapy.Spider):
         run = self.session.runs[request.meta["source"]]
         run.counts["requests"] += 1
         run.counts["errors"] += 1
-        self.logger.warning("%s: article %s failed: %s", run.name, request.url, failure.value)
+        reason = _failure_reason(failure)
+        self.logger.warning("%s: article %s failed: %s", run.name, request.url, reason)
+        if not request.meta.get("revisit"):
+            run.article_failed(request.url, reason)
 
     # -- end --------------------------------------------------------------------------------
 
@@ -386,6 +407,13 @@ def _conditional_headers(etag: str | None, modified: str | None) -> dict[str, st
     if modified:
         headers["If-Modified-Since"] = modified
     return headers
+
+
+def _failure_reason(failure: Failure) -> str:
+    """One line for a failed request: the HTTP status, else the error's message or its type."""
+    if failure.check(HttpError):
+        return f"HTTP {failure.value.response.status}"
+    return failure.getErrorMessage() or failure.type.__name__
 
 
 def _describe(response: Response) -> str:
