@@ -11,7 +11,6 @@ REPORTED_BY_NEWSMON = {
     "scrapy.core.scraper",
     "scrapy.downloadermiddlewares.retry",
     "scrapy.downloadermiddlewares.robotstxt",
-    "scraper.middlewares",
 }
 LIBRARY_LOGGERS = (
     "scrapy",
