@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from monitor import logs
-from monitor.config import Config, ConfigError, load_config
+from monitor.config import Config, ConfigError, check_setting, load_config
 from monitor.terminal import safe_text
 from storage.archive import Archive, ArchiveError
 from storage.migrations import SchemaTooNewError
@@ -49,9 +49,15 @@ class AppContext:
                 raise UsageProblem(str(exc)) from None
         return self._config
 
-    def archive(self) -> Archive:
+    def archive(self, *, create: bool = True) -> Archive:
+        """Open the archive; commands that only read it refuse to create a mistyped one."""
+        path = self.config.database
+        if not create and not Path(path).exists():
+            raise UsageProblem(
+                f"no archive at {safe_text(path)}: run `newsmon crawl` first, or pass --db PATH"
+            )
         try:
-            return Archive(self.config.database)
+            return Archive(path)
         except (ArchiveError, SchemaTooNewError) as exc:
             raise RunProblem(str(exc)) from None
 
@@ -65,6 +71,10 @@ def parse_overrides(values: tuple[str, ...]) -> dict[str, str]:
         name, sep, setting = value.partition("=")
         if not sep or not name.strip():
             raise UsageProblem(f"-s expects NAME=VALUE, not {value!r}")
+        try:
+            check_setting(name.strip(), setting)
+        except ValueError as exc:
+            raise UsageProblem(f"-s {exc}") from None
         overrides[name.strip()] = setting
     return overrides
 
@@ -183,7 +193,7 @@ def list_articles(
 ) -> None:
     """List stored articles, newest first."""
     columns = "id, source, published, title, url, section, language, removed_at"
-    with app.archive() as archive:
+    with app.archive(create=False) as archive:
         rows = archive.iter_articles(
             sources=sources, since=parse_since(since), limit=limit, columns=columns
         )
@@ -202,7 +212,7 @@ def list_articles(
 @pass_app
 def show(app: AppContext, article: str, as_json: bool) -> None:
     """Show one article by id or URL."""
-    with app.archive() as archive:
+    with app.archive(create=False) as archive:
         row = archive.get_article(article)
         if row is None:
             raise RunProblem(f"no article {article!r} in {archive.path}")
@@ -227,13 +237,14 @@ def show(app: AppContext, article: str, as_json: bool) -> None:
 @pass_app
 def sources(app: AppContext, as_json: bool) -> None:
     """Configured sources with their article counts and last crawl."""
-    with app.archive() as archive:
+    archive = app.archive() if Path(app.config.database).exists() else None
+    try:
         for source in app.config.sources:
-            last = archive.last_run(source.name) or {}
+            last = (archive.last_run(source.name) if archive else None) or {}
             row = {
                 "name": source.name,
                 "start_urls": list(source.start_urls),
-                "articles": archive.count_articles(source.name),
+                "articles": archive.count_articles(source.name) if archive else 0,
                 "last_run": last.get("finished_at") or last.get("started_at"),
                 "last_status": last.get("status"),
             }
@@ -243,6 +254,9 @@ def sources(app: AppContext, as_json: bool) -> None:
                 when = f"last {row['last_status']} {row['last_run']}" if last else "never crawled"
                 urls = " ".join(source.start_urls)
                 click.echo(f"{source.name}: {row['articles']} articles, {when} - {urls}")
+    finally:
+        if archive is not None:
+            archive.close()
 
 
 @cli.command()
@@ -330,13 +344,21 @@ def alerts(app: AppContext, status: str | None, retry: bool, as_json: bool) -> N
     from monitor.runner import deliver_alerts
 
     config = app.config
+    if not Path(config.database).exists():
+        return  # no archive yet: an empty outbox (and none created by looking)
     if retry:
-        delivery = deliver_alerts(config, force=True)
+        from monitor.runner import AlreadyRunning, exclusive_lock
+
+        try:  # never beside a check that is delivering the same rows
+            with exclusive_lock(config.database):
+                delivery = deliver_alerts(config, force=True)
+        except AlreadyRunning as exc:
+            raise RunProblem(str(exc)) from None
         click.echo(
             f"{delivery.sent} sent, {delivery.failed} failed to send, "
             f"{delivery.pending} still pending"
         )
-    with app.archive() as archive:
+    with app.archive(create=False) as archive:
         rows = Outbox(archive.db, config.channels()).list(status)
     for row in rows:
         if as_json:

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from monitor.config import DEFAULT_CONFIG_PATH, DEFAULT_DATABASE, Config, ConfigError, SourceConfig
+from monitor.terminal import safe_text
 from storage.normalize import is_http_url
 
 
@@ -135,9 +136,9 @@ def add_source(app: Any, url: str, name: str, dry_run: bool, overrides: tuple[st
     except ConfigError as exc:
         raise _usage_problem(f"the new block would not load: {exc}") from None
     pinned = ", ".join(result.selectors) or "none (automatic mode)"
-    click.echo(f"added source {name!r} to {path}: {result.entries} entries found")
-    click.echo(f"selectors: {pinned}")
+    click.echo(f"added source {name!r} to {safe_text(path)}: {result.entries} entries found")
+    click.echo(f"selectors: {safe_text(pinned)}")
     if result.feed_url:
-        click.echo(f"feed: {result.feed_url}")
+        click.echo(f"feed: {safe_text(result.feed_url)}")
     click.echo(block.strip("\n"))
     click.echo(f"check it with: newsmon doctor --source {name}")

@@ -356,10 +356,30 @@ class _ConfigReader:
     def _settings(self, raw: Any) -> dict[str, Any]:
         if not isinstance(raw, dict):
             raise self.fail("settings", "must be a table of Scrapy settings")
-        for key in raw:
+        for key, value in raw.items():
             if not re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
                 raise self.fail("settings", f"key {key!r} is not a Scrapy setting name")
+            try:
+                check_setting(key, value)
+            except ValueError as exc:
+                raise self.fail("settings", str(exc)) from None
         return dict(raw)
+
+
+def check_setting(name: str, value: Any) -> None:
+    """A Scrapy setting whose default is a number or a flag must read as one (Scrapy would
+    otherwise fail mid-crawl with a traceback)."""
+    from scrapy.settings import BaseSettings, default_settings
+
+    default = getattr(default_settings, name, None)
+    kind = {bool: "getbool", int: "getfloat", float: "getfloat"}.get(type(default))
+    if kind is None:
+        return
+    try:
+        getattr(BaseSettings({name: value}), kind)(name)
+    except (TypeError, ValueError):
+        expected = "true or false" if kind == "getbool" else "a number"
+        raise ValueError(f"setting {name} must be {expected}, not {value!r}") from None
 
 
 def validate_cron(expression: Any) -> str:

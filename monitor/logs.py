@@ -48,6 +48,8 @@ def _library_threshold(record: logging.LogRecord) -> bool:
     """Scrapy resets its loggers' levels when a crawler starts, so filter at the handler."""
     if record.name in REPORTED_BY_NEWSMON and _scrapy_level >= logging.WARNING:
         return False
+    if record.name.startswith("apprise") and record.levelno < logging.INFO:
+        return False  # apprise's debug lines print notification URLs with their tokens
     if record.name.split(".", 1)[0] in LIBRARY_LOGGERS:
         return record.levelno >= _scrapy_level
     return True

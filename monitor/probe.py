@@ -11,6 +11,7 @@ does the job. The block is appended to the config file: nothing already in it is
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from parsel import Selector
+from scrapy.http import HtmlResponse
 
 from monitor.config import CSTO_SELECTORS, DEFAULT_SOURCES, ConfigError, Selectors, load_config
 from scraper import auto
@@ -356,7 +358,9 @@ def _check(config_path: Path, text: str) -> None:
     """Raise ConfigError unless `text` is a valid config (read from a scratch copy)."""
     scratch = config_path.with_name(f".{config_path.name}.newsmon-check")
     try:
-        scratch.write_text(text, encoding="utf-8")
+        fd = os.open(scratch, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)  # may hold secrets
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
         load_config(scratch)
     finally:
         scratch.unlink(missing_ok=True)
@@ -374,6 +378,9 @@ def probe(url: str, name: str, config: Any, overrides: dict[str, Any] | None = N
     pages = fetch_pages(config, [source], overrides)[name]
     if pages.listing is None:
         raise ProbeError(f"cannot fetch {url}: {pages.error or 'no answer'}")
+    if pages.listing.status >= 400 or not isinstance(pages.listing, HtmlResponse):
+        kind = pages.listing.headers.get("Content-Type", b"no content type").decode("latin-1")
+        raise ProbeError(f"{url} answered HTTP {pages.listing.status} ({kind}), not an HTML page")
     result = ProbeResult(name=name, url=url, language=_language(pages.listing))
     candidates = auto.detect_candidates(pages.listing, pages.listing.url)
     result.entries = len(candidates)

@@ -18,6 +18,7 @@ import feedparser
 from parsel import Selector
 from scrapy.utils.gz import gunzip, gzip_magic_number
 from scrapy.utils.sitemap import Sitemap
+from w3lib.url import safe_url_string
 
 from scraper.extract import Entry
 from storage.normalize import clean_text, is_http_url, normalize_whitespace
@@ -107,7 +108,7 @@ def discover_feeds(page: Any, url: str) -> list[str]:
         kind = (link.attrib.get("type") or "").split(";")[0].strip().lower()
         if kind not in FEED_TYPES[:2]:
             continue
-        href = urljoin(url, link.attrib["href"].strip())
+        href = safe_url_string(urljoin(url, link.attrib["href"].strip()))  # no raw controls
         if is_http_url(href) and href not in [f for f, _ in found]:
             found.append((href, (link.attrib.get("title") or "").lower()))
     page_dir = urlsplit(url).path.rstrip("/") + "/"
@@ -164,6 +165,7 @@ def parse_sitemap(body: bytes, url: str) -> tuple[list[Entry], list[str]]:
     if sitemap.type == "sitemapindex":
         children = sorted(rows, key=lambda row: row.get("lastmod") or "", reverse=True)
         locs = [urljoin(url, row["loc"]) for row in children if row.get("loc")]
+        locs = [loc for loc in locs if is_http_url(loc)]  # never file:, ftp:, ...
         return [], [loc for loc in locs if not NON_ARTICLE_SITEMAP.search(loc.rsplit("/", 1)[-1])]
     entries = []
     for row in rows:

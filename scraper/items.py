@@ -21,6 +21,7 @@ class ArticleItem:
     canonical: str | None = None
     attachments: list[str] = field(default_factory=list)
     fetched_at: str | None = None
+    listing_url: str | None = None  # the canonical URL the listing linked to, if it differs
     article_id: int | None = None  # set when a stored article is re-fetched for edits
     etag: str | None = None
     last_modified: str | None = None

@@ -48,6 +48,7 @@ def normalize_article(item: ArticleItem) -> dict[str, Any]:
         "content_hash": content_hash(title, body),
         "fetched_at": item.fetched_at,
         "article_id": item.article_id,
+        "alias": item.listing_url if item.listing_url != url else None,
         "etag": item.etag,
         "last_modified": item.last_modified,
     }

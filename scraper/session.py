@@ -38,6 +38,7 @@ class SourceRun:
     notes: list[str] = field(default_factory=list)  # logged and kept in crawl_runs.message
     removals: list[int] = field(default_factory=list)  # article ids answering 404/410
     walk_done: bool = False  # the walk stopped by itself: the last page, or caught up
+    cut_short: bool = False  # a page limit stopped the walk
     failed_articles: dict[str, str] = field(default_factory=dict)  # canonical URL -> reason
 
     @property
@@ -124,7 +125,9 @@ class CrawlSession:
             message = "; ".join([*run.notes, *run.problems.values()])
             # An interrupted, page-limited or broken walk leaves older pages to backfill. A failed
             # article is kept in failed_articles instead and fetched directly by the next runs.
-            complete = status == "ok" and run.walk_done and run.listing_failed == 0
+            complete = (
+                status == "ok" and run.walk_done and not run.cut_short and run.listing_failed == 0
+            )
             self.archive.record_failed_articles(run.name, run.failed_articles)
             self.archive.finish_run(run.run_id, status, run.counts, message, complete=complete)
             summaries.append(run.summary())

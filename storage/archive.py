@@ -20,6 +20,7 @@ import sqlite_utils
 from storage.migrations import SchemaTooNewError, migrate
 from storage.normalize import canonical_url, is_http_url
 
+# What store_article writes to the articles table; an item may carry more (alias, article_id).
 ARTICLE_FIELDS = (
     "source",
     "url",
@@ -59,7 +60,10 @@ class Archive:
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
-        _open_private(self.path)
+        try:
+            _open_private(self.path)
+        except OSError as exc:
+            raise ArchiveError(f"cannot create database {self.path}: {exc.strerror}") from None
         conn = sqlite3.connect(self.path, timeout=busy_timeout_ms / 1000)
         self.db = sqlite_utils.Database(conn)
         try:
@@ -109,6 +113,11 @@ class Archive:
                 outcome, article_id = "updated", self._update(existing, record, now)
             else:
                 outcome, article_id = "unchanged", self._refresh(existing, record, now)
+            if article.get("alias"):  # the listing links here by another URL
+                self.db.execute(
+                    "insert or ignore into url_aliases (alias, url) values (?, ?)",
+                    [article["alias"], record["url"]],
+                )
             if outcome != "unchanged":
                 self._add_revision(article_id, record, now)
                 if on_change is not None:
@@ -148,14 +157,18 @@ class Archive:
         )
 
     def known_urls(self, urls: Iterable[str]) -> set[str]:
-        """Which of these canonical URLs are already stored (one query per 500 URLs)."""
+        """Which of these canonical URLs are stored, as an article's URL or as an alias of one
+        (a listing link whose page names another canonical URL); one query per 400 URLs."""
         urls = list(dict.fromkeys(urls))
         found: set[str] = set()
-        for start in range(0, len(urls), 500):
-            chunk = urls[start : start + 500]
+        for start in range(0, len(urls), 400):
+            chunk = urls[start : start + 400]
             marks = ",".join("?" * len(chunk))
-            sql = f"select url from articles where url in ({marks})"
-            found.update(row["url"] for row in self.db.query(sql, chunk))
+            sql = (
+                f"select url from articles where url in ({marks})"
+                f" union select alias from url_aliases where alias in ({marks})"
+            )
+            found.update(row["url"] for row in self.db.query(sql, chunk + chunk))
         return found
 
     def mark_checked(
@@ -332,8 +345,8 @@ class Archive:
         now = utc_now()
         with self.db.atomic():
             self.db.execute(
-                "delete from failed_articles where source = ?"
-                " and url in (select url from articles)",
+                "delete from failed_articles where source = ? and (url in"
+                " (select url from articles) or url in (select alias from url_aliases))",
                 [source],
             )
             for url, reason in failures.items():

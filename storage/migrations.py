@@ -115,6 +115,11 @@ def _create_failed_articles(db: sqlite_utils.Database) -> None:
     db["failed_articles"].create(columns, pk="url")
 
 
+def _create_url_aliases(db: sqlite_utils.Database) -> None:
+    """Listing links whose page names another canonical URL, so they count as known."""
+    db["url_aliases"].create({"alias": str, "url": str}, pk="alias")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_core_tables,
     _create_run_tables,
@@ -123,6 +128,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _add_run_completeness,
     _index_browsing_columns,
     _create_failed_articles,
+    _create_url_aliases,
 ]
 
 

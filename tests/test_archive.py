@@ -356,3 +356,19 @@ def test_finish_run_records_status_and_counts(archive):
     run = archive.last_run("csto-en")
     assert (run["status"], run["pages"], run["new"], run["updated"]) == ("ok", 3, 25, 0)
     assert run["finished_at"] is not None
+
+
+def test_a_listing_alias_of_a_stored_article_counts_as_known(tmp_path):
+    archive = Archive(tmp_path / "alias.db")
+    article = {
+        "source": "s",
+        "url": "https://site.example/news/story-1/",
+        "title": "Story",
+        "body": "Text",
+        "content_hash": "h1",
+        "alias": "https://site.example/view.php?id=1",
+    }
+    archive.store_article(article)
+    known = archive.known_urls(["https://site.example/view.php?id=1", "https://site.example/x/"])
+    assert known == {"https://site.example/view.php?id=1"}
+    archive.close()

@@ -205,6 +205,7 @@ class NewsSpider(scrapy.Spider):
             return
         body = feeds.sitemap_body(response)
         entries, children = feeds.parse_sitemap(body, response.url) if body else ([], [])
+        children = [child for child in children if self._allowed(child)]  # off-site: not fetched
         queue = children or response.meta.get("sitemaps", [])
         entries = [e for e in entries if self._allowed(e.url) and not is_non_article_url(e.url)]
         if not body or (not entries and not children):
@@ -305,6 +306,7 @@ class NewsSpider(scrapy.Spider):
     def _should_continue(self, run: SourceRun, page: int, fresh: list[Any]) -> bool:
         limit = self.max_pages or run.config.max_pages
         if limit is not None and page >= limit:
+            run.cut_short = True  # older pages stay to be walked by a later run
             return False
         # After an interrupted or limited walk, older pages may hold unstored entries behind
         # pages whose entries are all stored: keep walking until one walk finishes.
@@ -365,6 +367,7 @@ class NewsSpider(scrapy.Spider):
             canonical=fields.canonical,
             attachments=fields.attachments,
             fetched_at=utc_now(),
+            listing_url=response.meta.get("canonical"),
             article_id=response.meta.get("article_id"),
             **_validators(response),
         )
@@ -382,9 +385,11 @@ class NewsSpider(scrapy.Spider):
     # -- end --------------------------------------------------------------------------------
 
     def closed(self, reason: str) -> None:
-        self.summaries = self.session.finish()
-        self.crawler.stats.set_value("newsmon/summaries", self.summaries)
-        self.session.close()
+        try:
+            self.summaries = self.session.finish()
+            self.crawler.stats.set_value("newsmon/summaries", self.summaries)
+        finally:
+            self.session.close()
 
 
 def _listing_urls(source: Any) -> list[str]:
