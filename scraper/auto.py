@@ -133,11 +133,6 @@ class Candidate:
     container: Any  # lxml element: the largest ancestor holding only this entry
 
 
-def _root(page: Any) -> Any:
-    selector = page if isinstance(page, Selector) else page.selector
-    return selector.root
-
-
 def _text(element: Any) -> str:
     return normalize_whitespace(" ".join(element.itertext())) if element is not None else ""
 

@@ -267,21 +267,7 @@ def article_title_fallback(response: Selector) -> str | None:
     """The `<h1>` the page's `<title>` / og:title names, else og:title, h1, `<title>`."""
     from scraper import auto
 
-    title = auto.article_title(response)
-    if title:
-        return title
-    for expression in ("meta[property='og:title']::attr(content)", "h1", "title"):
-        value = text_of(response.css(expression)[:1])
-        if value:
-            return _strip_site_name(value) if expression == "title" else value
-    return None
-
-
-def _strip_site_name(title: str) -> str:
-    for separator in (" | ", " - ", " — ", " :: "):
-        if separator in title:
-            return title.rsplit(separator, 1)[0].strip()
-    return title
+    return auto.article_title(response)
 
 
 def article_date_fallback(response: Selector, title: str | None) -> str | None:

@@ -357,7 +357,3 @@ class Archive:
                     " last_failed = excluded.last_failed",
                     [url, source, reason[:500], now, now],
                 )
-
-    def forget_validators(self, urls: Iterable[str]) -> None:
-        for url in urls:
-            self.db.execute("delete from http_validators where url = ?", [url])
