@@ -161,6 +161,7 @@ class Bench:
                 step()
         wall = {k: median([m.wall for m, _ in v]) for k, v in runs.items()}
         peak = {k: median([m.peak_mb for m, _ in v]) for k, v in runs.items()}
+        cpu = {k: median([m.cpu for m, _ in v]) for k, v in runs.items()}
         reqs = {k: median([t.requests for _, t in v]) for k, v in runs.items()}
         area = f"backfill, {n:,} articles"
         self.add(
@@ -171,6 +172,13 @@ class Bench:
             ratio(wall["newsmon"], wall["bare"]),
             "≤ 1.2x",
             wall["newsmon"] <= 1.2 * wall["bare"],
+        )
+        self.add(
+            area,
+            "CPU time (user + system; less noisy than wall)",
+            fmt(cpu["newsmon"], "s"),
+            fmt(cpu["bare"], "s"),
+            ratio(cpu["newsmon"], cpu["bare"]),
         )
         self.add(
             area,
@@ -191,7 +199,10 @@ class Bench:
             reqs["newsmon"] == reqs["bare"],
         )
         self.raw["backfill"] = {
-            k: [{"wall": m.wall, "peak_mb": m.peak_mb, "requests": t.requests} for m, t in v]
+            k: [
+                {"wall": m.wall, "cpu": m.cpu, "peak_mb": m.peak_mb, "requests": t.requests}
+                for m, t in v
+            ]
             for k, v in runs.items()
         }
 
@@ -324,15 +335,21 @@ class Bench:
     # -- storage -----------------------------------------------------------------------------
 
     def storage(self) -> None:
-        from storage_bench import StorageBench
+        from storage_bench import BATCH, StorageBench
 
         rows = self.args.storage_rows
         log(f"storage: {rows} articles rendered by the replica, normalize + upsert vs raw")
         bench = StorageBench(rows, self.work / "storage")
-        rates: dict[str, list[float]] = {"path": [], "raw": [], "store": [], "normalize": []}
+        rates: dict[str, list[float]] = {
+            "path": [],
+            "raw": [],
+            "store": [],
+            "batched": [],
+            "normalize": [],
+        }
         bench.warm_up()
         for i in range(self.args.repeats):
-            order = ["path", "raw", "store", "normalize"]
+            order = list(rates)
             for what in order if i % 2 == 0 else reversed(order):
                 rates[what].append(bench.run(what, i))
         rate = {k: median(v) for k, v in rates.items()}
@@ -360,12 +377,19 @@ class Bench:
             fmt(rate["raw"], "rows/s", 0),
             ratio(rate["store"], rate["raw"]),
         )
+        self.add(
+            area,
+            f"of which: store_article, {BATCH} per transaction",
+            fmt(rate["batched"], "rows/s", 0),
+            fmt(rate["raw"], "rows/s", 0),
+            ratio(rate["batched"], rate["raw"]),
+        )
         self.raw["storage"] = rates
 
     # -- search ------------------------------------------------------------------------------
 
     def search(self) -> None:
-        from search_bench import SearchBench
+        from search_bench import QUERIES, SearchBench
 
         n = self.args.search_articles
         bench = SearchBench(n, self.work / "search" / "newsmon.db")
@@ -395,9 +419,10 @@ class Bench:
             p95 < 50,
         )
         for kind, times in result["kinds"].items():
+            counts = [result["matches"][q] for q in QUERIES[kind]]
             self.add(
                 area,
-                f"{kind}: median / p95",
+                f"{kind} ({min(counts):,}–{max(counts):,} matches): median / p95",
                 f"{median(times):.1f} / {percentile(times, 95):.1f} ms",
             )
         self.raw["search"] = result | {"build_seconds": built, "via": bench.via}

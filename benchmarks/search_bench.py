@@ -90,7 +90,15 @@ class SearchBench:
         kinds: dict[str, list[float]] = {kind: [] for kind in QUERIES}
         all_ranked: list[float] = []
         all_unranked: list[float] = []
-        hits: dict[str, int] = {}
+        assert self.archive is not None
+        db = self.archive.db
+        matches = {
+            query: db.execute(
+                "select count(*) from articles_fts where articles_fts match ?", [query]
+            ).fetchone()[0]
+            for queries in QUERIES.values()
+            for query in queries
+        }
         for round_ in range(rounds + 1):
             for kind, queries in QUERIES.items():
                 for query in queries:
@@ -99,13 +107,17 @@ class SearchBench:
                         rows = fn(query)
                         elapsed = (time.perf_counter() - started) * 1000
                         if round_ == 0:
-                            if fn is ranked:
-                                hits[query] = len(rows)
+                            assert len(rows) == min(20, matches[query]), (query, len(rows))
                             continue
                         sink.append(elapsed)
                         if fn is ranked:
                             kinds[kind].append(elapsed)
-        return {"ranked": all_ranked, "unranked": all_unranked, "kinds": kinds, "hits": hits}
+        return {
+            "ranked": all_ranked,
+            "unranked": all_unranked,
+            "kinds": kinds,
+            "matches": matches,
+        }
 
 
 def _storage_search(archive: Archive) -> Callable[[str], list[Any]] | None:

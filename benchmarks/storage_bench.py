@@ -5,7 +5,8 @@ extractor, untimed) from article pages the replica renders. The timed path is ex
 pipeline stages, `scraper.pipelines.normalize_article` then `Archive.store_article`, one article
 per transaction as in a crawl. The baseline inserts the very rows that path ended with (articles
 and revisions) into a fresh archive of the same schema (indexes and FTS triggers included), with
-two `executemany` calls in one transaction.
+two `executemany` calls in one transaction. Two diagnostic variants split the path: the upsert
+alone (rows normalized beforehand), and the upsert with many articles per transaction.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from scraper.pipelines import normalize_article
 from storage.archive import Archive, utc_now
 
 SITE = "https://en.odkb-csto.org"
+BATCH = 100  # articles per transaction in the "batched" variant (information only)
 
 
 def build_items(count: int, seed: int = 1) -> list[ArticleItem]:
@@ -115,9 +117,14 @@ class StorageBench:
                 if what == "path":
                     for item in self.items:
                         archive.store_article(normalize_article(item), now=item.fetched_at)
-                else:  # "store": the upsert alone, on rows normalized beforehand
+                elif what == "store":  # the upsert alone, on rows normalized beforehand
                     for article in self.normalized:
                         archive.store_article(article, now=article["fetched_at"])
+                else:  # "batched": the same, BATCH articles (each a savepoint) per transaction
+                    for start in range(0, len(self.normalized), BATCH):
+                        with archive.db.atomic():
+                            for article in self.normalized[start : start + BATCH]:
+                                archive.store_article(article, now=article["fetched_at"])
                 elapsed = time.perf_counter() - started
         self._fresh(f"{what}-{round_}")  # the file is not needed any more
         return len(self.items) / elapsed
