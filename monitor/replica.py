@@ -607,6 +607,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver listens with a backlog of 5: a crawler opening 16-64 connections at once
+    # overflows it, and every dropped handshake costs the client a 1 s SYN retransmit.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], owner: ReplicaServer) -> None:
         super().__init__(address, _Handler)
