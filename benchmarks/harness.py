@@ -21,22 +21,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from monitor import replica as replica_module  # noqa: E402
+from monitor.config import CSTO_SELECTORS as CSTO_PROFILE  # noqa: E402
 from monitor.replica import Replica, ReplicaServer  # noqa: E402
 
 BARE_SPIDER = Path(__file__).resolve().parent / "bare_spider.py"
 
-CSTO_SELECTORS = """
-[sources.selectors]
-item = "div.news-item"
-link = "a.news-title::attr(href)"
-title = "a.news-title::text"
-date = ".news-date::text"
-summary = ".news-preview"
-next_page = "a.modern-page-next::attr(href)"
-article_title = ".news-detail h1::text"
-article_date = ".news-date-time::text"
-article_body = ".news-detail-text"
-"""
+CSTO_SELECTORS = "\n" + CSTO_PROFILE.as_toml()
 
 
 def log(message: str) -> None:

@@ -6,6 +6,7 @@ the key, so the CLI can print it and exit 2 instead of failing halfway through a
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -43,6 +44,11 @@ class Selectors:
 
     def configured(self) -> dict[str, str]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+
+    def as_toml(self) -> str:
+        """The `[sources.selectors]` table for a config file (JSON strings are TOML strings)."""
+        lines = [f"{key} = {json.dumps(value)}" for key, value in self.configured().items()]
+        return "\n".join(["[sources.selectors]", *lines]) + "\n"
 
 
 CSTO_SELECTORS = Selectors(

@@ -14,20 +14,10 @@ from typing import Any
 import pytest
 import sqlite_utils
 
+from monitor.config import CSTO_SELECTORS as CSTO_PROFILE
 from monitor.replica import Replica, ReplicaServer
 
-CSTO_SELECTORS = """
-[sources.selectors]
-item = "div.news-item"
-link = "a.news-title::attr(href)"
-title = "a.news-title::text"
-date = ".news-date::text"
-summary = ".news-preview"
-next_page = "a.modern-page-next::attr(href)"
-article_title = ".news-detail h1::text"
-article_date = ".news-date-time::text"
-article_body = ".news-detail-text"
-"""
+CSTO_SELECTORS = "\n" + CSTO_PROFILE.as_toml()
 
 FAST_SETTINGS = """
 [settings]
