@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import re
 
-# CSI/OSC escape sequences first (so their parameters go too), then any other control character.
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?")
+# ANSI/VT escape sequences: CSI (ESC [ or 0x9b), OSC (ESC ] ... BEL/ST), and two-byte escapes.
+# Removed first, so their parameters go too; then any other control character.
+ESCAPES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b[ -/]+[0-~]"
+    r"|\x1b[@-_]"
+)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def safe_text(text: object, *, keep_newlines: bool = False) -> str:
     """Strip escape sequences and control characters (bidi overrides too) before printing."""
     value = "" if text is None else str(text)
-    value = _ESCAPES.sub("", value)
+    value = ESCAPES.sub("", value)
     if not keep_newlines:
         value = value.replace("\n", " ").replace("\t", " ")
     return _CONTROL.sub("", value)

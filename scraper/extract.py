@@ -241,7 +241,7 @@ def extract_article(response: Selector, url: str, selectors: Selectors) -> Artic
     else:
         origin["article_body"] = "automatic"
     if not body_html:
-        body_html = article_body_fallback(response)
+        body_html = article_body_fallback(response, title)
     return ArticleFields(
         title=title,
         date=date,
@@ -301,12 +301,12 @@ def _date_near_title(response: Selector, title: str | None) -> str | None:
     return None
 
 
-def article_body_fallback(response: Selector) -> str | None:
+def article_body_fallback(response: Selector, title: str | None = None) -> str | None:
     """trafilatura's main text (scraper/auto.py); else a known content container, else the
     element holding the most paragraph text (not link text)."""
     from scraper import auto
 
-    body = auto.main_text_html(response)
+    body = auto.main_text_html(response, title)  # the title found already: not looked up again
     if body:
         return body
     for expression in BODY_CANDIDATES:

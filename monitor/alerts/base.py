@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
+from monitor.terminal import ESCAPES
+
 EVENTS = frozenset({"new", "updated", "removed", "source_error"})
 
 # Keys every [[alerts]] block may use, with their TOML types.
@@ -37,13 +39,6 @@ _TYPE_WORDS = {
     dict: "a table",
 }
 _NAME_RE = re.compile(r"[\w][\w .:@+-]{0,63}")
-# ANSI/VT escape sequences: CSI (ESC [ or 0x9b), OSC (ESC ] ... BEL/ST), and two-byte escapes.
-_ESCAPES_RE = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
-    r"|\x1b[ -/]+[0-~]"
-    r"|\x1b[@-_]"
-)
 # C0/C1 controls, DEL, line/paragraph separators and bidi overrides (terminal spoofing).
 _CONTROLS_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _PUBLIC_SEGMENT_RE = re.compile(r"[A-Za-z][A-Za-z_.-]{0,15}")
@@ -260,7 +255,7 @@ def clean_text(value: object) -> str:
     Titles come from arbitrary web pages; unstripped, an ESC sequence could repaint a
     terminal or forge extra log lines.
     """
-    text = _ESCAPES_RE.sub("", "" if value is None else str(value))
+    text = ESCAPES.sub("", "" if value is None else str(value))
     return " ".join(_CONTROLS_RE.sub(" ", text).split())
 
 
