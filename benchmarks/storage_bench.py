@@ -1,12 +1,13 @@
 """Storage throughput: newsmon's normalize-and-upsert path against raw sqlite3.executemany.
 
 The input is what the spider hands the pipelines: ArticleItems extracted (by newsmon's own
-extractor, untimed) from article pages the replica renders. The timed path is exactly the two
-pipeline stages, `scraper.pipelines.normalize_article` then `Archive.store_article`, one article
-per transaction as in a crawl. The baseline inserts the very rows that path ended with (articles
-and revisions) into a fresh archive of the same schema (indexes and FTS triggers included), with
-two `executemany` calls in one transaction. Two diagnostic variants split the path: the upsert
-alone (rows normalized beforehand), and the upsert with many articles per transaction.
+extractor, untimed) from article pages the replica renders. The timed path is what the two
+pipeline stages do in a crawl: `scraper.pipelines.normalize_article` on each item, then
+`Archive.store_articles` on batches of STORE_BATCH_SIZE. The baseline inserts the very rows that
+path ended with (articles and revisions) into a fresh archive of the same schema (indexes and FTS
+triggers included), with two `executemany` calls in one transaction. Diagnostic variants split
+the path: normalizing alone, the batched upsert alone (rows normalized beforehand), and
+`Archive.store_article` one article per transaction.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from scrapy.http import HtmlResponse
 
 from monitor.config import CSTO_SELECTORS
 from monitor.replica import Replica, route, validate
+from scraper import settings
 from scraper.extract import extract_article
 from scraper.items import ArticleItem
 from scraper.pipelines import normalize_article
 from storage.archive import Archive, utc_now
 
 SITE = "https://en.odkb-csto.org"
-BATCH = 100  # articles per transaction in the "batched" variant (information only)
+BATCH = settings.STORE_BATCH_SIZE  # articles per transaction, as the crawl's StorePipeline
 
 
 def build_items(count: int, seed: int = 1) -> list[ArticleItem]:
@@ -74,8 +76,9 @@ class StorageBench:
         """One untimed pass of the path; it also yields the final rows for the raw baseline."""
         path = self._fresh("warm-up")
         with Archive(path) as archive:
-            for item in self.items:
-                archive.store_article(normalize_article(item), now=item.fetched_at)
+            for start in range(0, len(self.items), BATCH):
+                chunk = self.items[start : start + BATCH]
+                archive.store_articles([normalize_article(item) for item in chunk])
         conn = sqlite3.connect(path)
         try:
             for table in ("articles", "revisions"):
@@ -114,17 +117,16 @@ class StorageBench:
         else:
             with Archive(path) as archive:
                 started = time.perf_counter()
-                if what == "path":
-                    for item in self.items:
-                        archive.store_article(normalize_article(item), now=item.fetched_at)
-                elif what == "store":  # the upsert alone, on rows normalized beforehand
-                    for article in self.normalized:
-                        archive.store_article(article, now=article["fetched_at"])
-                else:  # "batched": the same, BATCH articles (each a savepoint) per transaction
+                if what == "path":  # as the pipelines: normalize each, store in batches
+                    for start in range(0, len(self.items), BATCH):
+                        chunk = self.items[start : start + BATCH]
+                        archive.store_articles([normalize_article(item) for item in chunk])
+                elif what == "store":  # the batched upsert alone, on rows normalized beforehand
                     for start in range(0, len(self.normalized), BATCH):
-                        with archive.db.atomic():
-                            for article in self.normalized[start : start + BATCH]:
-                                archive.store_article(article, now=article["fetched_at"])
+                        archive.store_articles(self.normalized[start : start + BATCH])
+                else:  # "single": one article per transaction
+                    for article in self.normalized:
+                        archive.store_article(article)
                 elapsed = time.perf_counter() - started
         self._fresh(f"{what}-{round_}")  # the file is not needed any more
         return len(self.items) / elapsed

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from scrapy.exceptions import DropItem
 
 from scraper.items import ArticleItem, RemovedItem
 from storage.normalize import (
+    clean_content_hash,
     clean_text,
-    content_hash,
     find_date,
     normalize_whitespace,
     parse_date,
@@ -29,7 +30,7 @@ def _date(text: str | None, languages: list[str] | None) -> str | None:
 def normalize_article(item: ArticleItem) -> dict[str, Any]:
     """The stored form of an article: canonical URL, ISO date, clean text and content hash."""
     url = prefer_canonical(item.url, item.canonical)
-    title = normalize_whitespace(item.title or item.listing_title) or None
+    title = normalize_whitespace(item.title or item.listing_title)
     body = clean_text(item.body_html) if item.body_html else ""
     languages = [item.language] if item.language else None
     published = _date(item.date_text, languages) or _date(item.listing_date, languages)
@@ -38,14 +39,14 @@ def normalize_article(item: ArticleItem) -> dict[str, Any]:
     return {
         "source": item.source,
         "url": url,
-        "title": title,
+        "title": title or None,
         "published": published,
         "summary": normalize_whitespace(item.summary) or None,
         "body": body,
         "language": item.language,
         "section": section_from_url(url),
         "attachments": item.attachments,
-        "content_hash": content_hash(title, body),
+        "content_hash": clean_content_hash(title, body),
         "fetched_at": item.fetched_at,
         "article_id": item.article_id,
         "alias": item.listing_url if item.listing_url != url else None,
@@ -88,10 +89,20 @@ def _unusable(item: ArticleItem, article: dict[str, Any]) -> str | None:
 
 
 class StorePipeline:
-    """Writes each article in its own transaction, with the alerts its change causes."""
+    """Writes articles in batches, each batch one transaction with the alerts its changes cause.
+
+    An article waits at most STORE_BATCH_SECONDS (or until STORE_BATCH_SIZE are waiting, or the
+    crawl ends) before it is written. A crash loses only the waiting articles, which the next run
+    finds unstored and fetches again (a killed run is not complete, so its walk is resumed);
+    an article change never commits without its alerts.
+    """
 
     def __init__(self, crawler: Any) -> None:
         self.crawler = crawler
+        self.batch_size = max(1, crawler.settings.getint("STORE_BATCH_SIZE", 100))
+        self.batch_seconds = crawler.settings.getfloat("STORE_BATCH_SECONDS", 2.0)
+        self.waiting: list[dict[str, Any]] = []
+        self.timer: Any = None
 
     @classmethod
     def from_crawler(cls, crawler: Any) -> StorePipeline:
@@ -102,8 +113,42 @@ class StorePipeline:
         if isinstance(item, RemovedItem):  # applied at the end, if the source's listing answered
             session.runs[item.source].removals.append(item.article_id)
             return item
-        run = session.runs[item["source"]]
-        hook = session.change_hook(run)
-        outcome = session.archive.store_article(item, now=item["fetched_at"], on_change=hook)
-        run.counts[outcome] += 1
+        self.waiting.append(item)
+        if len(self.waiting) >= self.batch_size:
+            self.flush()
+        elif self.timer is None:
+            from twisted.internet import reactor
+
+            self.timer = reactor.callLater(self.batch_seconds, self.flush)
         return item
+
+    def close_spider(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        batch, self.waiting = self.waiting, []
+        if not batch:
+            return
+        session = self.crawler.spider.session
+        hooks = {name: session.change_hook(run) for name, run in session.runs.items()}
+
+        def on_change(outcome: str, row: dict[str, Any]) -> None:
+            hook = hooks.get(row["source"])
+            if hook is not None:
+                hook(outcome, row)
+
+        try:
+            outcomes = session.archive.store_articles(batch, on_change=on_change, now=None)
+        except sqlite3.Error as exc:  # disk full, database locked past the busy timeout, ...
+            logger.error("could not store %d articles: %s", len(batch), exc)
+            for article in batch:
+                run = session.runs[article["source"]]
+                run.counts["errors"] += 1
+                if article.get("article_id") is None:  # a new article: fetch it again next run
+                    run.article_failed(article["url"], f"not stored: {exc}")
+            return
+        for article, outcome in zip(batch, outcomes, strict=True):
+            session.runs[article["source"]].counts[outcome] += 1

@@ -36,6 +36,12 @@ ARTICLE_FIELDS = (
     "last_modified",
 )
 
+_REVISION_SQL = (
+    "insert or ignore into revisions (article_id, content_hash, title, body, seen_at)"
+    " values (?, ?, ?, ?, ?)"
+)
+_ALIAS_SQL = "insert or ignore into url_aliases (alias, url) values (?, ?)"
+
 ChangeHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -101,28 +107,86 @@ class Archive:
         `on_change(outcome, article_row)` runs inside the same transaction (the outbox enqueues
         its alerts there), so the change and its alerts commit together or not at all.
         """
-        now = now or utc_now()
-        record = {key: article.get(key) for key in ARTICLE_FIELDS}
-        if isinstance(record["attachments"], list | tuple):
-            record["attachments"] = json.dumps(list(record["attachments"]), ensure_ascii=False)
+        return self.store_articles([article], now=now, on_change=on_change)[0]
+
+    def store_articles(
+        self,
+        articles: Iterable[dict[str, Any]],
+        *,
+        now: str | None = None,
+        on_change: ChangeHook | None = None,
+    ) -> list[str]:
+        """Store many articles in one transaction; return each one's outcome, in order.
+
+        A crawl hands its articles over in batches: articles not stored yet (all of them in a
+        backfill) are inserted with one `executemany` per table, at close to raw SQLite speed,
+        and the rest go through the one-by-one upsert. The changes and the alerts `on_change`
+        enqueues commit together, or none of them do. Times are `now`, else each article's
+        `fetched_at`, else the current time.
+        """
+        current = utc_now()
+        batch = [
+            (article, self._record(article), now or article.get("fetched_at") or current)
+            for article in articles
+        ]
+        outcomes: list[str] = [""] * len(batch)
         with self.db.atomic():
-            existing = self._row_by_url(record["url"])
-            if existing is None:
-                outcome, article_id = "new", self._insert(record, now)
-            elif existing["content_hash"] != record["content_hash"]:
-                outcome, article_id = "updated", self._update(existing, record, now)
-            else:
-                outcome, article_id = "unchanged", self._refresh(existing, record, now)
-            if article.get("alias"):  # the listing links here by another URL
-                self.db.execute(
-                    "insert or ignore into url_aliases (alias, url) values (?, ?)",
-                    [article["alias"], record["url"]],
-                )
-            if outcome != "unchanged":
-                self._add_revision(article_id, record, now)
-                if on_change is not None:
-                    on_change(outcome, {**record, "id": article_id})
+            stored = self._known_by_url([record["url"] for _, record, _ in batch])
+            fresh, rest, seen = [], [], set()
+            for index, (_, record, _) in enumerate(batch):
+                url = record["url"]
+                (rest if url in stored or url in seen else fresh).append(index)
+                seen.add(url)
+            self._insert_many([batch[i] for i in fresh], on_change)
+            for index in fresh:
+                outcomes[index] = "new"
+            for index in rest:  # in order: a URL twice in one batch is new, then an update
+                outcomes[index] = self._upsert(*batch[index], on_change)
+        return outcomes
+
+    @staticmethod
+    def _record(article: dict[str, Any]) -> dict[str, Any]:
+        record = {key: article.get(key) for key in ARTICLE_FIELDS}
+        attachments = record["attachments"]
+        if isinstance(attachments, list | tuple):
+            record["attachments"] = (
+                json.dumps(list(attachments), ensure_ascii=False) if attachments else "[]"
+            )
+        return record
+
+    def _upsert(
+        self,
+        article: dict[str, Any],
+        record: dict[str, Any],
+        now: str,
+        on_change: ChangeHook | None,
+    ) -> str:
+        existing = self._row_by_url(record["url"])
+        if existing is None:
+            outcome, article_id = "new", self._insert(record, now)
+        elif existing["content_hash"] != record["content_hash"]:
+            outcome, article_id = "updated", self._update(existing, record, now)
+        else:
+            outcome, article_id = "unchanged", self._refresh(existing, record, now)
+        self._after_write(outcome, article_id, article, record, now, on_change)
         return outcome
+
+    def _after_write(
+        self,
+        outcome: str,
+        article_id: int,
+        article: dict[str, Any],
+        record: dict[str, Any],
+        now: str,
+        on_change: ChangeHook | None,
+    ) -> None:
+        """The alias, the revision and the alerts that go with an article's write."""
+        if article.get("alias"):  # the listing links here by another URL
+            self.db.conn.execute(_ALIAS_SQL, [article["alias"], record["url"]])
+        if outcome != "unchanged":
+            self._add_revision(article_id, record, now)
+            if on_change is not None:
+                on_change(outcome, {**record, "id": article_id})
 
     # The write path of every crawl: plain parameterized SQL on the connection. sqlite-utils'
     # Table.insert/update and Database.query re-read the schema (sqlite_master) and open a
@@ -132,6 +196,49 @@ class Archive:
         cursor = self.db.conn.execute("select * from articles where url = ?", [url])
         row = cursor.fetchone()
         return dict(zip([c[0] for c in cursor.description], row, strict=True)) if row else None
+
+    def _known_by_url(self, urls: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(urls), 400):
+            chunk = urls[start : start + 400]
+            sql = f"select url from articles where url in ({','.join('?' * len(chunk))})"
+            found.update(url for (url,) in self.db.conn.execute(sql, chunk))
+        return found
+
+    def _insert_many(
+        self,
+        batch: list[tuple[dict[str, Any], dict[str, Any], str]],
+        on_change: ChangeHook | None,
+    ) -> None:
+        """Insert articles not stored yet, with their first revisions, aliases and alerts."""
+        if not batch:
+            return
+        columns = [*ARTICLE_FIELDS, "first_seen", "last_seen", "last_checked"]
+        sql = (
+            f"insert into articles ({', '.join(f'[{c}]' for c in columns)})"
+            f" values ({', '.join('?' * len(columns))})"
+        )
+        rows = ([*(r[key] for key in ARTICLE_FIELDS), when, when, when] for _, r, when in batch)
+        self.db.conn.executemany(sql, rows)
+        ids: dict[str, int] = {}
+        urls = [record["url"] for _, record, _ in batch]
+        for start in range(0, len(urls), 400):
+            chunk = urls[start : start + 400]
+            sql = f"select url, id from articles where url in ({','.join('?' * len(chunk))})"
+            ids.update(self.db.conn.execute(sql, chunk))
+        self.db.conn.executemany(
+            _REVISION_SQL,
+            (
+                (ids[r["url"]], r["content_hash"], r["title"], r["body"], when)
+                for _, r, when in batch
+            ),
+        )
+        self.db.conn.executemany(
+            _ALIAS_SQL, ((a["alias"], r["url"]) for a, r, _ in batch if a.get("alias"))
+        )
+        if on_change is not None:
+            for _, record, _ in batch:
+                on_change("new", {**record, "id": ids[record["url"]]})
 
     def _insert(self, record: dict[str, Any], now: str) -> int:
         row = {**record, "first_seen": now, "last_seen": now, "last_checked": now}
@@ -163,11 +270,8 @@ class Archive:
         return existing["id"]
 
     def _add_revision(self, article_id: int, record: dict[str, Any], now: str) -> None:
-        self.db.conn.execute(
-            "insert or ignore into revisions (article_id, content_hash, title, body, seen_at)"
-            " values (?, ?, ?, ?, ?)",
-            [article_id, record["content_hash"], record["title"], record["body"], now],
-        )
+        values = [article_id, record["content_hash"], record["title"], record["body"], now]
+        self.db.conn.execute(_REVISION_SQL, values)
 
     def known_urls(self, urls: Iterable[str]) -> set[str]:
         """Which of these canonical URLs are stored, as an article's URL or as an alias of one

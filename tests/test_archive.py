@@ -196,6 +196,63 @@ def test_an_error_in_on_change_keeps_the_previous_version(archive):
     assert len(archive.revisions(archive.get_article(URL)["id"])) == 1
 
 
+# -- batches ---------------------------------------------------------------------------------------
+
+
+def other(n: int, body: str | None = None, **extra: Any) -> dict[str, Any]:
+    return article(url=f"{URL}?n={n}", title=f"Article {n}", body=body or f"Body {n}.", **extra)
+
+
+def test_a_batch_returns_each_articles_outcome_in_order(archive):
+    archive.store_article(other(1))
+    outcomes = archive.store_articles([other(0), other(1), other(1, body="Edited."), other(2)])
+    assert outcomes == ["new", "unchanged", "updated", "new"]
+    assert count(archive, "articles") == 3
+    assert count(archive, "revisions") == 4
+
+
+def test_a_url_twice_in_one_batch_is_stored_once_then_updated(archive):
+    outcomes = archive.store_articles(
+        [other(1), other(1, body="Edited."), other(1, body="Edited.")]
+    )
+    assert outcomes == ["new", "updated", "unchanged"]
+    assert archive.get_article(f"{URL}?n=1")["body"] == "Edited."
+
+
+def test_new_articles_in_a_batch_get_their_own_ids_revisions_and_alerts(archive):
+    seen = []
+    archive.store_articles(
+        [other(n, alias=f"{URL}?alias={n}") for n in range(5)],
+        on_change=lambda outcome, row: seen.append((outcome, row["id"], row["url"])),
+    )
+    for outcome, article_id, url in seen:
+        stored = archive.get_article(article_id)
+        assert (outcome, stored["url"]) == ("new", url)
+        assert [r["title"] for r in archive.revisions(article_id)] == [stored["title"]]
+    assert len({article_id for _, article_id, _ in seen}) == 5
+    assert archive.known_urls([f"{URL}?alias={n}" for n in range(5)]) == {
+        f"{URL}?alias={n}" for n in range(5)
+    }
+
+
+def test_a_batch_dates_each_article_by_its_own_fetch_time(archive):
+    times = ["2024-04-22T10:00:00+00:00", "2024-04-22T11:00:00+00:00"]
+    archive.store_articles([other(n, fetched_at=times[n]) for n in range(2)])
+    assert [archive.get_article(f"{URL}?n={n}")["first_seen"] for n in range(2)] == times
+
+
+def test_an_error_in_on_change_leaves_nothing_of_the_batch_behind(archive):
+    def hook(outcome: str, row: dict[str, Any]) -> None:
+        if row["url"].endswith("n=3"):
+            raise RuntimeError("outbox failed")
+
+    with pytest.raises(RuntimeError):
+        archive.store_articles([other(n) for n in range(5)], on_change=hook)
+    assert count(archive, "articles") == 0
+    assert count(archive, "revisions") == 0
+    assert fts_ids(archive, "body") == []
+
+
 # -- the file --------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 import tomllib
 from pathlib import Path
@@ -14,6 +15,7 @@ from scrapy.http import HtmlResponse
 from storage import normalize
 from storage.normalize import (
     canonical_url,
+    clean_content_hash,
     clean_text,
     content_hash,
     find_date,
@@ -571,20 +573,127 @@ def test_content_hash_of_clean_text_ignores_markup_whitespace() -> None:
     assert content_hash("T", a) == content_hash("T", b)
 
 
-def test_parse_date_is_fast_enough_per_article() -> None:
-    """Numeric dates skip dateparser; budget is generous to stay stable on slow CI machines."""
-    normalize._parse_date_cached.cache_clear()
-    start = time.perf_counter()
-    for day in range(1, 29):
-        for month in range(1, 13):
-            parse_date(f"{day:02d}.{month:02d}.2023")
-    per_call = (time.perf_counter() - start) / (28 * 12)
-    assert per_call < 0.0005, f"{per_call * 1e6:.0f} µs per numeric date"
-
-
 def test_clean_text_whole_document_skips_head_and_form_controls() -> None:
     html = (
         "<html><head><title>Page title</title><meta name='x' content='y'></head>"
         "<body><select><option>2024</option></select><p>Body.</p></body></html>"
     )
     assert clean_text(html) == "Body."
+
+
+# -- fast paths agree with the general ones -------------------------------------------------------
+
+INVISIBLE = "\u200b\u2060\ufeff\u00ad"
+
+
+def random_texts(count: int, alphabet: str, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choices(alphabet, k=rng.randint(0, 40))) for _ in range(count)]
+
+
+def test_normalize_whitespace_collapses_every_unicode_space_run_and_drops_invisibles() -> None:
+    alphabet = "ab  \t\n\r\x0b\x0c\xa0\u2009\u3000\x1c\x85" + INVISIBLE
+    for text in random_texts(5000, alphabet):
+        expected = " ".join("".join(c for c in text if c not in INVISIBLE).split())
+        assert normalize_whitespace(text) == expected, repr(text)
+
+
+def test_canonical_url_fast_path_returns_what_the_full_canonicalization_returns() -> None:
+    rng = random.Random(11)
+    pieces = [
+        "a",
+        "Z",
+        "0",
+        "-",
+        ".",
+        "..",
+        "/",
+        "//",
+        "%41",
+        "%7e",
+        "%",
+        "?",
+        "#",
+        "~",
+        "'",
+        "@",
+        ":",
+        "index.php",
+        "Index.HTML",
+        "utm_x=1",
+        "&",
+        "=",
+        " ",
+        "é",
+        "_",
+        "!",
+        "+",
+    ]
+    hosts = [
+        "example.org",
+        "Example.org",
+        "a-b.example.org",
+        "example.org.",
+        "example.org:443",
+        "example.org:8080",
+        "xn--80ak6aa92e.com",
+        "-bad.org",
+        "127.0.0.1",
+    ]
+    urls = [
+        f"{rng.choice(['http', 'https', 'HTTP'])}://{rng.choice(hosts)}/"
+        + "".join(rng.choices(pieces, k=rng.randint(0, 8)))
+        for _ in range(5000)
+    ]
+    fast = [url for url in urls if normalize._IS_CANONICAL_RE.fullmatch(url)]
+    assert len(fast) > 300  # the comparison covers the fast path, not just the slow one
+    for url in urls:
+        try:
+            expected = normalize._canonicalize(url, None)
+        except ValueError:
+            continue
+        assert canonical_url(url) == expected, url
+
+
+def test_clean_content_hash_equals_content_hash_of_clean_text() -> None:
+    alphabet = "ab \t\n\r\xa0<>/p" + INVISIBLE
+    for text in random_texts(2000, alphabet, seed=3):
+        html = f"<div><p>{text}</p><p> {text[::-1]} </p><br>{text}</div>"
+        title = normalize_whitespace(text[:10])
+        body = clean_text(html)
+        assert clean_content_hash(title, body) == content_hash(text[:10], body), repr(text)
+
+
+def random_page(rng: random.Random, depth: int = 0) -> str:
+    tags = ["div", "p", "span", "nav", "aside", "section", "h2", "ul", "li", "b", "rt"]
+    classes = ["", "share", "share-buttons", "xshare", "Share", "social", "news-list", "keep",
+               "latest-news", "a b", "pre-x", "c", "breadcrumbs"]  # fmt: skip
+    parts = []
+    for _ in range(rng.randint(1, 4)):
+        if depth < 4 and rng.random() < 0.7:
+            tag, cls = rng.choice(tags), rng.choice(classes)
+            ident = ' id="id1"' if rng.random() < 0.05 else ""
+            inner = random_page(rng, depth + 1)
+            parts.append(f'<{tag} class="{cls}"{ident}>{rng.choice(["", "w", "Latest news"])}'
+                         f"{inner}</{tag}>")  # fmt: skip
+        parts.append(rng.choice(["", " text ", "more words", "\n"]))
+    return "".join(parts)
+
+
+@pytest.mark.parametrize(
+    "selectors",
+    [
+        normalize.DEFAULT_DROP_SELECTORS,
+        ("div.a > p", ".a.b", "[class~=c]", "[class^=pre]", "section", "p:not(.keep)", "#id1"),
+        ("nav, .keep", "div span", "[class*=Share i]", "*", "li:first-child"),
+    ],
+)
+def test_drop_selectors_skipped_by_class_lookup_drop_what_the_full_selector_drops(
+    selectors: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(23)
+    pages = [random_page(rng) for _ in range(400)]
+    fast = [clean_text(page, selectors) for page in pages]
+    normalize._noise_plan.cache_clear()
+    monkeypatch.setattr(normalize, "_noise_plan", lambda given: ((), (), tuple(given)))
+    assert fast == [clean_text(page, selectors) for page in pages]
