@@ -28,6 +28,9 @@ class BareSpider(scrapy.Spider):
         "LOG_LEVEL": "INFO",  # Scrapy's default DEBUG logs every request: not a fair floor
         "TELNETCONSOLE_ENABLED": False,
         "COOKIES_ENABLED": False,
+        # Scrapy starts CONCURRENT_ITEMS asyncio tasks for every callback's output, even an empty
+        # one; newsmon sets 1 (its pipelines are synchronous), and so does the floor.
+        "CONCURRENT_ITEMS": 1,
     }
 
     def __init__(

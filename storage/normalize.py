@@ -109,17 +109,21 @@ def canonical_url(url: str, base: str | None = None) -> str:
     Raises ValueError for URLs urllib cannot split (check with ``is_http_url`` first).
     """
     url = url.strip()
-    if not base and _IS_CANONICAL_RE.fullmatch(url) and not _ends_with_index_file(url):
-        return url  # the common case, a crawl's own URLs: ~1 µs instead of ~13
+    if not base and (plain := _IS_CANONICAL_RE.fullmatch(url)) and not _ends_with_index_file(url):
+        port = plain["port"]
+        if not port or (int(port) <= 65535 and int(port) != DEFAULT_PORTS[plain["scheme"]]):
+            return url  # the common case, a crawl's own URLs: ~1 µs instead of ~13
     return _canonicalize(url, base)
 
 
-# URLs canonical_url would return unchanged: lower-case ASCII host without port or trailing dot,
-# a path of plain characters without empty or dot segments, no query, no fragment, no escapes.
+# URLs canonical_url would return unchanged: lower-case ASCII host without trailing dot, no port
+# or a port other than the default one written without leading zeros, a path of plain characters
+# without empty or dot segments, no query, no fragment, no escapes.
 _HOST_LABEL: Final = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _PLAIN_SEGMENT: Final = r"[A-Za-z0-9_~!$&'()*+,;=:@-]+(?:\.[A-Za-z0-9_~!$&'()*+,;=:@-]+)*"
 _IS_CANONICAL_RE: Final = re.compile(
-    rf"https?://{_HOST_LABEL}(?:\.{_HOST_LABEL})*/(?:{_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*/?)?"
+    rf"(?P<scheme>https?)://{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::(?P<port>[1-9][0-9]{{0,4}}))?"
+    rf"/(?:{_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*/?)?"
 )
 
 

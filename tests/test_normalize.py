@@ -638,6 +638,13 @@ def test_canonical_url_fast_path_returns_what_the_full_canonicalization_returns(
         "example.org:8080",
         "xn--80ak6aa92e.com",
         "-bad.org",
+        "127.0.0.1:80",
+        "127.0.0.1:8765",
+        "h:0",
+        "h:08765",
+        "h:65535",
+        "h:65536",
+        "h:99999",
         "127.0.0.1",
     ]
     urls = [
