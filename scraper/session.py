@@ -119,8 +119,9 @@ class CrawlSession:
             if status == "ok" and run.listing_failed == 0:
                 self._apply_removals(run)
             if status == "ok" and run.counts["errors"] == 0:
-                for url, (etag, modified) in run.validators.items():
-                    self.archive.save_validators(url, etag, modified)
+                with self.archive.db.atomic():  # one transaction, not one per listing page
+                    for url, (etag, modified) in run.validators.items():
+                        self.archive.save_validators(url, etag, modified)
             self._record_health(run, status)
             message = "; ".join([*run.notes, *run.problems.values()])
             # An interrupted, page-limited or broken walk leaves older pages to backfill. A failed

@@ -302,7 +302,7 @@ def parse_date(text: str | None, languages: Sequence[str] | None = None) -> str 
     cleaned = normalize_whitespace(text)
     if not cleaned:
         return None
-    result = _parse_date_cached(cleaned, _language_codes(languages))
+    result = _parse_date_cached(cleaned, _language_codes(tuple(languages or ())))
     if result is None:
         logger.debug("unparseable date %r", text)
     return result
@@ -324,9 +324,10 @@ def _parse_date_cached(text: str, languages: tuple[str, ...]) -> str | None:
     return _format_datetime(parsed, has_time=bool(_TIME_RE.search(text)))
 
 
-def _language_codes(languages: Sequence[str] | None) -> tuple[str, ...]:
+@lru_cache(maxsize=64)
+def _language_codes(languages: tuple[str, ...]) -> tuple[str, ...]:
     """dateparser wants bare codes; pages and configs give ``en-US``, ``ru_RU``, ``EN``."""
-    codes = (re.split(r"[-_]", lang.strip(), maxsplit=1)[0].lower() for lang in languages or ())
+    codes = (re.split(r"[-_]", lang.strip(), maxsplit=1)[0].lower() for lang in languages)
     return tuple(dict.fromkeys(code for code in codes if code)) or DEFAULT_LANGUAGES
 
 

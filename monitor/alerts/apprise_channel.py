@@ -7,8 +7,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import apprise
-
 from monitor.alerts.base import (
     Channel,
     ChannelConfigError,
@@ -31,6 +29,8 @@ class AppriseChannel(Channel):
     def __init__(self, *, url: str, **common: Any) -> None:
         super().__init__(**common)
         self._url = url
+        import apprise  # its ~100 service plugins load only when a channel uses them
+
         self._apprise = apprise.Apprise()
         with _quiet_apprise():
             added = self._apprise.add(url)
@@ -53,7 +53,7 @@ class AppriseChannel(Channel):
     def send(self, payloads: list[dict]) -> None:
         title, body = self._message(payloads)
         try:
-            ok = self._apprise.notify(title=title, body=body, body_format=apprise.NotifyFormat.TEXT)
+            ok = self._apprise.notify(title=title, body=body, body_format="text")
         except Exception as exc:
             raise DeliveryError(f"{self.describe()}: {type(exc).__name__}") from None
         if not ok:
