@@ -3,15 +3,13 @@
 Rows come from the replica's article generator (CSTO-style titles and bodies, a small vocabulary,
 so common words match a large share of the archive: the hard case for ranking). They go into an
 Archive database with sqlite-utils `insert_all`, so the FTS5 triggers fill `articles_fts`.
-Queries go through `storage.search.search` when that module exists, else through sqlite-utils'
-`Table.search` (FTS5 MATCH ... ORDER BY rank LIMIT 20). The baseline is the same MATCH unranked.
+Queries go through `storage.search.search` as `newsmon search` runs them (the newest
+`RANK_WINDOW` matches ranked), and again with `window=None` (every match ranked, `--rank-all`).
+The baseline is the same FTS5 MATCH, unranked.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import inspect
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from harness import REPO  # noqa: F401  (puts the repository on sys.path)
 from monitor.replica import Replica
 from storage.archive import Archive, utc_now
 from storage.normalize import content_hash
+from storage.search import search
 
 QUERIES = {
     "one word": ["terrorism", "Minsk", "peacekeeping", "exercises"],
@@ -57,7 +56,6 @@ class SearchBench:
         self.count, self.path = count, path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.archive: Archive | None = None
-        self.via = "sqlite-utils Table.search"
 
     def build(self) -> float:
         started = time.perf_counter()
@@ -65,31 +63,24 @@ class SearchBench:
         self.archive.db["articles"].insert_all(generate(self.count), batch_size=500)
         return time.perf_counter() - started
 
-    def _ranked(self) -> Callable[[str], list[Any]]:
-        assert self.archive is not None
-        archive, table = self.archive, self.archive.db["articles"]
-        if importlib.util.find_spec("storage.search") is not None:
-            found = _storage_search(archive)
-            if found is not None:
-                self.via = "storage.search"
-                return found
-        return lambda q: list(table.search(q, columns=["id", "title", "url"], limit=20))
-
-    def _unranked(self) -> Callable[[str], list[Any]]:
-        assert self.archive is not None
-        db = self.archive.db
+    def _ways(self) -> dict[str, Callable[[str], list[Any]]]:
+        archive = self.archive
+        assert archive is not None
         sql = (
-            "select id, title, url from articles where rowid in"
+            "select id, title, url from articles where search_order in"
             " (select rowid from articles_fts where articles_fts match ? limit 20)"
         )
-        return lambda q: db.execute(sql, [q]).fetchall()
+        return {
+            "ranked": lambda q: list(search(archive, q, limit=20)),
+            "exhaustive": lambda q: list(search(archive, q, limit=20, window=None)),
+            "unranked": lambda q: archive.db.execute(sql, [q]).fetchall(),
+        }
 
     def measure(self, rounds: int) -> dict[str, Any]:
-        """Milliseconds per query, every kind interleaved; one untimed round warms the cache."""
-        ranked, unranked = self._ranked(), self._unranked()
+        """Milliseconds per query, every kind and way interleaved; one untimed round warms up."""
+        ways = self._ways()
+        times: dict[str, list[float]] = {way: [] for way in ways}
         kinds: dict[str, list[float]] = {kind: [] for kind in QUERIES}
-        all_ranked: list[float] = []
-        all_unranked: list[float] = []
         assert self.archive is not None
         db = self.archive.db
         matches = {
@@ -102,31 +93,14 @@ class SearchBench:
         for round_ in range(rounds + 1):
             for kind, queries in QUERIES.items():
                 for query in queries:
-                    for fn, sink in ((ranked, all_ranked), (unranked, all_unranked)):
+                    for way, fn in ways.items():
                         started = time.perf_counter()
                         rows = fn(query)
                         elapsed = (time.perf_counter() - started) * 1000
                         if round_ == 0:
-                            assert len(rows) == min(20, matches[query]), (query, len(rows))
+                            assert len(rows) == min(20, matches[query]), (way, query, len(rows))
                             continue
-                        sink.append(elapsed)
-                        if fn is ranked:
+                        times[way].append(elapsed)
+                        if way == "ranked":
                             kinds[kind].append(elapsed)
-        return {
-            "ranked": all_ranked,
-            "unranked": all_unranked,
-            "kinds": kinds,
-            "matches": matches,
-        }
-
-
-def _storage_search(archive: Archive) -> Callable[[str], list[Any]] | None:
-    """Adapt to storage.search.search, written elsewhere; None if its shape is not recognised."""
-    module = importlib.import_module("storage.search")
-    search = getattr(module, "search", None)
-    if search is None:
-        return None
-    params = list(inspect.signature(search).parameters)
-    target: Any = archive.db if params and params[0] in ("db", "database") else archive
-    kwargs = {"limit": 20} if "limit" in params else {}
-    return lambda q: list(search(target, q, **kwargs))
+        return times | {"kinds": kinds, "matches": matches}

@@ -82,8 +82,9 @@ class StorageBench:
         conn = sqlite3.connect(path)
         try:
             for table in ("articles", "revisions"):
-                cursor = conn.execute(f"select * from {table} order by id")
-                columns = [d[0] for d in cursor.description]
+                # table_info leaves out generated columns (articles.search_order): not inserted
+                columns = [row[1] for row in conn.execute(f"pragma table_info({table})")]
+                cursor = conn.execute(f"select {', '.join(columns)} from {table} order by id")
                 self.final[table] = (columns, cursor.fetchall())
         finally:
             conn.close()

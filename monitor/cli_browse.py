@@ -105,6 +105,12 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
     is_flag=True,
     help="JSON Lines: id, url, title, published, source, snippet.",
 )
+@click.option(
+    "--rank-all",
+    is_flag=True,
+    help="Rank every match; by default a query matching more than 10,000 articles ranks the "
+    "newest 10,000 (faster, and a word in most articles says little about relevance).",
+)
 @click.pass_obj
 def search(
     app: Any,
@@ -113,6 +119,7 @@ def search(
     since: str | None,
     limit: int,
     as_json: bool,
+    rank_all: bool,
 ) -> None:
     """Full-text search of titles and bodies, best match first.
 
@@ -135,14 +142,24 @@ def search(
                 since=since_iso,
                 limit=limit,
                 highlight=None if as_json else MARKS,
+                window=None if rank_all else library.RANK_WINDOW,
             )
         except SearchSyntaxError as exc:
             raise _usage_problem(str(exc)) from None
         if as_json:
             for row in rows:
                 click.echo(json.dumps(_plain(row), ensure_ascii=False))
-            return
-        shown = _print_hits(rows, _color())
+        else:
+            _print_total(text, _print_hits(rows, _color()), total)
+    if total > library.RANK_WINDOW and not rank_all:
+        click.echo(
+            f"Ranked the newest {library.RANK_WINDOW:,} of them; --rank-all ranks every match,"
+            " more words or --since narrow the search.",
+            err=True,
+        )
+
+
+def _print_total(text: str, shown: int, total: int) -> None:
     if total == 0:
         click.echo(f"No articles match {safe_text(text)!r}.", err=True)
     elif shown < total:

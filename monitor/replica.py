@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import html
 import json
-import os
 import random
 import re
 import sys
@@ -126,8 +125,8 @@ class FaultPlan:
     """Thread-safe ordered fault rules; the first rule whose path matches a request wins.
 
     A rule is ``{"path": prefix (or exact path+query with "exact": true), "kind": ..., "times": N}``
-    plus per kind: status (code, retry_after), delay (seconds), truncate (bytes), garbage (bytes),
-    empty, oversize (bytes), redirect (location, code), content_type (content_type), hostile
+    plus per kind: status (code, retry_after), delay (seconds), truncate (bytes), garbage (bytes,
+    seed), empty, oversize (bytes), redirect (location, code), content_type (content_type), hostile
     (every article title on the page becomes HOSTILE_TITLE).
     """
 
@@ -568,7 +567,10 @@ class _Handler(BaseHTTPRequestHandler):
             location = str(rule.get("location", "http://example.invalid/"))
             self._send(Response(int(rule.get("code", 302)), headers={"Location": location}))
         elif kind == "garbage":
-            self._send(Response(200, os.urandom(int(rule.get("bytes", 2048)))))
+            # Seeded, so a test sees the same garbage every run: fresh random bytes now and then
+            # decode to something a fallback reads as text (a test failed once that way).
+            noise = random.Random(rule.get("seed", 0)).randbytes(int(rule.get("bytes", 2048)))
+            self._send(Response(200, noise))
         elif kind == "empty":
             self._send(Response(200))
         else:

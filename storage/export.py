@@ -30,7 +30,7 @@ from storage.search import (
     connection,
     execute_match,
     filter_sql,
-    matching_ids_sql,
+    matching_keys_sql,
     prepare_query,
     rows_as_dicts,
 )
@@ -112,7 +112,7 @@ def _selection(
     )
     where, params = filter_sql(sources, since)
     if query is not None:
-        where += f" and a.id in ({matching_ids_sql()})"
+        where += f" and a.search_order in ({matching_keys_sql()})"
         params.append(prepare_query(query))
     sql = f"select {columns} from articles a where 1 = 1{where} order by {NEWEST_FIRST}"
     if limit is not None:

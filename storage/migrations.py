@@ -120,6 +120,48 @@ def _create_url_aliases(db: sqlite_utils.Database) -> None:
     db["url_aliases"].create({"alias": str, "url": str}, pk="alias")
 
 
+# The full-text index's rowid for an article: its publication day (else the day newsmon first saw
+# it) in the high bits, its id in the low 32, so the index lists matches in date order and a
+# search can read the newest matches of a broad query first. Unique while ids stay below 2**32.
+SEARCH_ORDER_SQL = (
+    "(coalesce(cast(julianday(coalesce(published, substr(first_seen, 1, 10))) as integer), 0)"
+    " << 32) + id"
+)
+
+
+def _order_search_by_date(db: sqlite_utils.Database) -> None:
+    """Re-key the full-text index by `search_order` (publication day, then id) instead of id.
+
+    Article ids follow the order articles were stored, which a backfill makes newest-first and
+    later checks oldest-first; ranking the newest matches of a broad query needs date order.
+    """
+    db.execute(
+        f"alter table articles add column search_order integer"
+        f" generated always as ({SEARCH_ORDER_SQL}) virtual"
+    )
+    db.execute("create unique index idx_articles_search_order on articles (search_order)")
+    for trigger in ("articles_ai", "articles_ad", "articles_au"):
+        db.execute(f"drop trigger if exists [{trigger}]")
+    db.execute("drop table if exists articles_fts")
+    db.execute(
+        "create virtual table articles_fts using fts5(title, body, content='articles',"
+        f" content_rowid='search_order', tokenize='{FTS_TOKENIZER}')"
+    )
+    old = "insert into articles_fts (articles_fts, rowid, title, body)"
+    old += " values ('delete', old.search_order, old.title, old.body);"
+    new = "insert into articles_fts (rowid, title, body)"
+    new += " values (new.search_order, new.title, new.body);"
+    db.execute(f"create trigger articles_ai after insert on articles begin {new} end")
+    db.execute(f"create trigger articles_ad after delete on articles begin {old} end")
+    # Only a change of what is indexed (or of the date in the key) re-indexes: revisits update
+    # last_checked on every check.
+    columns = "title, body, published"
+    db.execute(
+        f"create trigger articles_au after update of {columns} on articles begin {old} {new} end"
+    )
+    db.execute("insert into articles_fts (articles_fts) values ('rebuild')")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_core_tables,
     _create_run_tables,
@@ -129,6 +171,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _index_browsing_columns,
     _create_failed_articles,
     _create_url_aliases,
+    _order_search_by_date,
 ]
 
 

@@ -59,7 +59,10 @@ def count(archive: Archive, table: str) -> int:
 
 
 def fts_ids(archive: Archive, query: str) -> list[int]:
-    sql = "select rowid from articles_fts where articles_fts match ? order by rowid"
+    sql = (
+        "select a.id from articles_fts f join articles a on a.search_order = f.rowid"
+        " where articles_fts match ? order by a.id"
+    )
     return [row[0] for row in archive.db.execute(sql, [query]).fetchall()]
 
 

@@ -31,6 +31,7 @@ EXPECTED_ROWS = [
     ("search", "one word"),
     ("search", "two words"),
     ("search", "phrase"),
+    ("search", "every match ranked"),
     ("`watch", "RSS at tick"),
     ("50 sources, unchanged", "requests"),
     ("50 sources, unchanged", "wall time"),

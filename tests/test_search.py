@@ -236,6 +236,55 @@ def test_ranked_by_bm25_then_newest_first(tmp_path):
     assert rows[0]["rank"] == rows[1]["rank"] == rows[2]["rank"] < rows[3]["rank"]
 
 
+def dated_drone_articles() -> list[dict[str, Any]]:
+    """Stored newest first, as a backfill stores them: ids run against the dates."""
+    body = "A statement on regional matters and other topics of the day, drone."
+    articles = [
+        make_article(n, f"Report {n}", body, published=f"{2024 - n}-06-01") for n in range(1, 7)
+    ]
+    articles.append(make_article(7, "Drone drone drone", "Drone.", published="2001-01-01"))
+    return articles
+
+
+def test_a_broad_query_ranks_only_its_newest_matches(tmp_path):
+    with Archive(build_archive(tmp_path / "w.db", dated_drone_articles())) as archive:
+        rows = list(search(archive, "drone", window=3))
+    assert sorted(row["published"] for row in rows) == ["2021-06-01", "2022-06-01", "2023-06-01"]
+
+
+def test_without_a_window_every_match_is_ranked(tmp_path):
+    with Archive(build_archive(tmp_path / "w.db", dated_drone_articles())) as archive:
+        rows = list(search(archive, "drone", window=None))
+        default = list(search(archive, "drone"))  # 7 matches: within the default window
+    assert rows[0]["title"] == "Drone drone drone" and len(rows) == 7
+    assert [row["id"] for row in default] == [row["id"] for row in rows]
+
+
+def test_the_window_counts_the_matches_that_pass_the_filters(tmp_path):
+    articles = dated_drone_articles()
+    for article in articles[:3]:
+        article["source"] = "other"
+    with Archive(build_archive(tmp_path / "w.db", articles)) as archive:
+        rows = list(search(archive, "drone", sources=["s"], window=2))
+    assert sorted(row["published"] for row in rows) == ["2019-06-01", "2020-06-01"]
+
+
+def test_a_changed_date_moves_the_article_in_the_index(tmp_path):
+    with Archive(build_archive(tmp_path / "w.db", dated_drone_articles())) as archive:
+        oldest = archive.get_article("https://x.example/7")
+        archive.store_article(
+            {
+                **make_article(7, "Drone drone drone", "Drone."),
+                "published": "2030-01-01",
+                "content_hash": "new",
+            }
+        )
+        rows = list(search(archive, "drone", window=1))
+        check = "insert into articles_fts (articles_fts) values ('integrity-check')"
+        archive.db.execute(check)
+    assert [row["id"] for row in rows] == [oldest["id"]]
+
+
 def test_snippet_and_highlight(archive):
     rows = list(search(archive, "afghanistan", limit=5, highlight=MARKS))
     for row in rows:
@@ -341,3 +390,19 @@ def test_cli_highlights_matches_on_a_terminal(tmp_path, corpus, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "\x1b[33m\x1b[1m" in result.output  # yellow bold around the matched word
     assert re.search(r"\x1b\[33m\x1b\[1m[Mm]insk\x1b\[0m", result.output)
+
+
+def test_cli_says_when_only_the_newest_matches_were_ranked(tmp_path, monkeypatch):
+    from monitor.cli import cli
+    from storage import search as library
+
+    build_archive(tmp_path / "newsmon.db", dated_drone_articles())
+    monkeypatch.setattr(library, "RANK_WINDOW", 3)
+    args = ["--db", str(tmp_path / "newsmon.db"), "search", "drone", "--json"]
+    windowed = CliRunner().invoke(cli, args)
+    ranked_all = CliRunner().invoke(cli, [*args, "--rank-all"])
+    assert windowed.exit_code == ranked_all.exit_code == 0, windowed.output
+    assert "Ranked the newest 3 of them; --rank-all ranks every match" in windowed.stderr
+    assert "Ranked the newest" not in ranked_all.stderr
+    assert len(windowed.stdout.splitlines()) == 3
+    assert json.loads(ranked_all.stdout.splitlines()[0])["title"] == "Drone drone drone"
