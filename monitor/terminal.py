@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import re
 
-# ANSI/VT escape sequences: CSI (ESC [ or 0x9b), OSC (ESC ] ... BEL/ST), and two-byte escapes.
-# Removed first, so their parameters go too; then any other control character.
-ESCAPES = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
-    r"|\x1b[ -/]+[0-~]"
-    r"|\x1b[@-_]"
-)
+from storage.escapes import ESCAPES
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 

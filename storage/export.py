@@ -26,6 +26,7 @@ from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
+from storage.escapes import ESCAPES
 from storage.search import (
     connection,
     execute_match,
@@ -71,8 +72,7 @@ UPDATED_SQL = (
 )
 NEWEST_FIRST = "coalesce(a.published, substr(a.first_seen, 1, 10)) desc, a.id desc"
 
-# Terminal escape sequences (with their parameters), then what XML 1.0 cannot carry at all.
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?")
+# What XML 1.0 cannot carry at all (removed after terminal escapes, with their parameters).
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
@@ -176,7 +176,7 @@ def xml_text(value: object) -> str:
     """Text safe to put in XML: no terminal escapes, no characters XML 1.0 forbids."""
     if value is None:
         return ""
-    return _NOT_XML.sub("", _ESCAPES.sub("", str(value)))
+    return _NOT_XML.sub("", ESCAPES.sub("", str(value)))
 
 
 def body_html(body: str | None) -> str:

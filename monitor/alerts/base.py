@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
-from monitor.terminal import ESCAPES
+from storage.escapes import ESCAPES
 
 EVENTS = frozenset({"new", "updated", "removed", "source_error"})
 
