@@ -3,7 +3,10 @@
 It follows the replica's listing pages (``a.modern-page-next``) and requests every entry's article
 page (``div.news-item a.news-title``) exactly as newsmon's spider does (same URLs, listing pages
 first by priority, Scrapy's duplicate filter), and does nothing with the answers. With
-``-a follow=0`` it only fetches the start URLs (the many-sources baseline).
+``-a follow=0`` it only fetches the start URLs (the many-sources baseline). With ``-a extract=1``
+it also parses each article page and yields its title, date, body and canonical link with the
+selectors newsmon is configured with, and keeps nothing: how much of a backfill is reading pages
+at all, whoever does it.
 
     python -m scrapy runspider benchmarks/bare_spider.py -a start_url=http://127.0.0.1:8000/news/ \
         -s DOWNLOAD_DELAY=0 -s AUTOTHROTTLE_ENABLED=False -s CONCURRENT_REQUESTS_PER_DOMAIN=16
@@ -38,6 +41,7 @@ class BareSpider(scrapy.Spider):
         start_url: str | None = None,
         urls_file: str | None = None,
         follow: str = "1",
+        extract: str = "0",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -46,6 +50,7 @@ class BareSpider(scrapy.Spider):
             with open(urls_file, encoding="utf-8") as lines:
                 self.urls += [line.strip() for line in lines if line.strip()]
         self.follow = str(follow).lower() not in ("0", "false", "no")
+        self.extract = str(extract).lower() not in ("0", "false", "no")
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         for url in self.urls:
@@ -60,5 +65,11 @@ class BareSpider(scrapy.Spider):
         if next_page:
             yield response.follow(next_page, callback=self.parse, priority=10)
 
-    def parse_article(self, response: Response) -> None:
-        return None
+    def parse_article(self, response: Response) -> Iterator[dict[str, Any]]:
+        if self.extract:
+            yield {
+                "title": response.css(".news-detail h1::text").get(),
+                "date": response.css(".news-date-time::text").get(),
+                "body": "".join(response.css(".news-detail-text").getall()),
+                "canonical": response.css("link[rel=canonical]::attr(href)").get(),
+            }

@@ -134,13 +134,15 @@ class Bench:
         flags = scrapy_flags(BACKFILL_SETTINGS)
         bare_dir = self.work / "bare"
         bare_dir.mkdir(exist_ok=True)
-        runs: dict[str, list[Any]] = {"bare": [], "newsmon": []}
+        runs: dict[str, list[Any]] = {"bare": [], "extracting": [], "newsmon": []}
 
-        def run_bare() -> None:
+        def run_bare(kind: str = "bare") -> None:
             server.reset()
-            m = run_measured(bare_spider("-a", f"start_url={url}", *flags), bare_dir).check()
-            runs["bare"].append((m, server.traffic()))
-            log(f"  bare spider: {m.wall:.2f} s, {m.peak_mb:.0f} MB")
+            extract = "1" if kind == "extracting" else "0"
+            command = bare_spider("-a", f"start_url={url}", "-a", f"extract={extract}", *flags)
+            m = run_measured(command, bare_dir).check()
+            runs[kind].append((m, server.traffic()))
+            log(f"  {kind} bare spider: {m.wall:.2f} s, {m.peak_mb:.0f} MB")
 
         def run_newsmon(i: int) -> None:
             folder = self.work / f"backfill-{i}"
@@ -156,7 +158,7 @@ class Bench:
 
         log(f"backfill: {n} articles, {self.args.repeats} alternated runs each")
         for i in range(self.args.repeats):
-            order = (run_bare, lambda i=i: run_newsmon(i))
+            order = (run_bare, lambda: run_bare("extracting"), lambda i=i: run_newsmon(i))
             for step in order if i % 2 == 0 else reversed(order):
                 step()
         wall = {k: median([m.wall for m, _ in v]) for k, v in runs.items()}
@@ -172,6 +174,13 @@ class Bench:
             ratio(wall["newsmon"], wall["bare"]),
             "≤ 1.2x",
             wall["newsmon"] <= 1.2 * wall["bare"],
+        )
+        self.add(
+            area,
+            "wall time, bare spider that also extracts each article's fields vs bare spider",
+            fmt(wall["extracting"], "s"),
+            fmt(wall["bare"], "s"),
+            ratio(wall["extracting"], wall["bare"]),
         )
         self.add(
             area,
