@@ -184,14 +184,32 @@ def schema_version(db: sqlite_utils.Database) -> int:
 
 
 def migrate(db: sqlite_utils.Database) -> int:
-    """Apply every pending step, each in its own transaction; return the resulting version."""
+    """Apply every pending step, each in its own transaction; return the resulting version.
+
+    Each step takes the write lock first (BEGIN IMMEDIATE) and reads the version again under it:
+    two processes opening an old file at once (a crawl and `newsmon search`) would otherwise both
+    run the same step, and the second would fail on what the first created.
+    """
+    version = _check_version(db)
+    while version < len(MIGRATIONS):
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = _check_version(db)
+            if version < len(MIGRATIONS):
+                MIGRATIONS[version](db)
+                version += 1
+                db.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            db.conn.rollback()
+            raise
+        db.conn.commit()
+    return len(MIGRATIONS)
+
+
+def _check_version(db: sqlite_utils.Database) -> int:
     version = schema_version(db)
     if version > len(MIGRATIONS):
         raise SchemaTooNewError(
             f"database schema version {version} is newer than this newsmon ({len(MIGRATIONS)})"
         )
-    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-        with db.atomic():
-            step(db)
-            db.execute(f"PRAGMA user_version = {number}")
-    return len(MIGRATIONS)
+    return version

@@ -6,6 +6,8 @@ import json
 import os
 import re
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -319,6 +321,34 @@ def test_a_migrated_database_records_crawl_runs(db_path):
     with Archive(db_path) as opened:
         opened.finish_run(opened.start_run("csto-en", "crawl"), "ok", {"new": 1})
         assert opened.has_baseline("csto-en")
+
+
+def test_two_processes_opening_an_old_database_at_once_migrate_it_once(db_path):
+    make_version_1_database(db_path)
+    first = sqlite_utils.Database(sqlite3.connect(db_path, timeout=10))
+    first.enable_wal()  # as every archive newsmon made
+    first.conn.execute("BEGIN IMMEDIATE")  # the first opener is mid-migration, holding the lock
+    for step in MIGRATIONS[1:]:
+        step(first)
+    first.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+    seen: list[tuple[int, list[int], int]] = []
+
+    def open_second() -> None:
+        with Archive(db_path) as archive:  # reads version 1, then waits for the lock
+            version = archive.db.execute("PRAGMA user_version").fetchone()[0]
+            seen.append(
+                (version, fts_ids(archive, "consultations"), archive.get_article(URL)["id"])
+            )
+
+    second = threading.Thread(target=open_second)
+    second.start()
+    time.sleep(0.3)
+    first.conn.commit()
+    second.join(timeout=15)
+    first.close()
+    assert seen, "the second opener failed"
+    version, found, article_id = seen[0]
+    assert version == len(MIGRATIONS) and found == [article_id]
 
 
 def test_a_database_from_a_newer_newsmon_is_refused(db_path):
