@@ -15,17 +15,18 @@ import string
 from collections.abc import Iterable, Sequence
 from datetime import datetime, time
 from functools import lru_cache
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import SplitResult, unquote, unquote_plus, urljoin, urlsplit, urlunsplit
 
 import cssselect
 import cssselect.parser
-from dateparser.data import languages_info
-from dateparser.date import DateDataParser
 from lxml import etree
 from lxml import html as lxml_html
 from lxml.cssselect import CSSSelector
 from w3lib.url import safe_url_string
+
+if TYPE_CHECKING:
+    from dateparser.date import DateDataParser
 
 __all__ = [
     "DEFAULT_DROP_SELECTORS",
@@ -288,7 +289,6 @@ _NUMERIC_DATE_RE: Final = re.compile(
 _ISO_DATE_RE: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
 )
-_DATEPARSER_LANGUAGES: Final = frozenset(languages_info.language_order)
 _TIME_RE: Final = re.compile(r"\d{1,2}:\d{2}|\d\s*[ap]\.?m\b", re.IGNORECASE)
 
 
@@ -339,7 +339,13 @@ def _date_parser(languages: tuple[str, ...]) -> DateDataParser:
     so they are checked here: unknown codes are dropped with a warning (once per language set)
     instead of failing every article.
     """
-    known = tuple(code for code in languages if code in _DATEPARSER_LANGUAGES) or DEFAULT_LANGUAGES
+    # Imported here: dateparser takes ~60 ms to import, and most sites' dates are numeric or ISO,
+    # which the regex fast paths read without it.
+    from dateparser.data import languages_info
+    from dateparser.date import DateDataParser
+
+    supported = frozenset(languages_info.language_order)
+    known = tuple(code for code in languages if code in supported) or DEFAULT_LANGUAGES
     if known != languages:
         logger.warning("date languages %s not all known to dateparser; using %s", languages, known)
     return DateDataParser(languages=list(known), settings=DATEPARSER_SETTINGS)
