@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
 from scrapy.exceptions import DropItem
@@ -141,14 +140,25 @@ class StorePipeline:
                 hook(outcome, row)
 
         try:
-            outcomes = session.archive.store_articles(batch, on_change=on_change, now=None)
-        except sqlite3.Error as exc:  # disk full, database locked past the busy timeout, ...
-            logger.error("could not store %d articles: %s", len(batch), exc)
-            for article in batch:
-                run = session.runs[article["source"]]
-                run.counts["errors"] += 1
-                if article.get("article_id") is None:  # a new article: fetch it again next run
-                    run.article_failed(article["url"], f"not stored: {exc}")
-            return
+            outcomes = session.archive.store_articles(batch, on_change=on_change)
+        except Exception as exc:  # anything: no article may be lost with it
+            logger.warning("could not store %d articles at once (%s); storing them one by one",
+                           len(batch), exc)  # fmt: skip
+            outcomes = [self._store_one(session, article, on_change) for article in batch]
         for article, outcome in zip(batch, outcomes, strict=True):
-            session.runs[article["source"]].counts[outcome] += 1
+            if outcome is not None:
+                session.runs[article["source"]].counts[outcome] += 1
+
+    @staticmethod
+    def _store_one(session: Any, article: dict[str, Any], on_change: Any) -> str | None:
+        """One article in its own transaction; a failure is an error, and a new article is
+        fetched again by the next run (failed_articles)."""
+        try:
+            return session.archive.store_article(article, on_change=on_change)
+        except Exception as exc:  # disk full, a hook's bug, a row SQLite rejects
+            logger.error("%s: could not store %s: %s", article["source"], article["url"], exc)
+            run = session.runs[article["source"]]
+            run.counts["errors"] += 1
+            if article.get("article_id") is None:
+                run.article_failed(article["url"], f"not stored: {exc}")
+            return None

@@ -7,6 +7,7 @@ article, and never an article change without its alert.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -130,7 +131,7 @@ class Archive:
             for article in articles
         ]
         outcomes: list[str] = [""] * len(batch)
-        with self.db.atomic():
+        with self._writing():
             stored = self._known_by_url([record["url"] for _, record, _ in batch])
             fresh, rest, seen = [], [], set()
             for index, (_, record, _) in enumerate(batch):
@@ -143,6 +144,26 @@ class Archive:
             for index in rest:  # in order: a URL twice in one batch is new, then an update
                 outcomes[index] = self._upsert(*batch[index], on_change)
         return outcomes
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write transaction that takes the write lock first (BEGIN IMMEDIATE).
+
+        A deferred transaction that reads before it writes gets SQLITE_BUSY at once, busy
+        timeout or not, when another process commits in between (WAL); waiting for the lock
+        up front lets the busy timeout work. Inside an open transaction: a savepoint.
+        """
+        if self.db.conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        self.db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.conn.rollback()
+            raise
+        self.db.conn.commit()
 
     @staticmethod
     def _record(article: dict[str, Any]) -> dict[str, Any]:

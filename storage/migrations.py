@@ -6,6 +6,7 @@ newsmon is brought forward on open; one made by a newer newsmon is refused rathe
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 
 import sqlite_utils
@@ -123,10 +124,11 @@ def _create_url_aliases(db: sqlite_utils.Database) -> None:
 # The full-text index's rowid for an article: its publication day (else the day newsmon first saw
 # it) in the high bits, its id in the low 32, so the index lists matches in date order and a
 # search can read the newest matches of a broad query first. Unique while ids stay below 2**32.
+# (julianday of the date() alone: a day number that changes at midnight UTC, not at noon.)
 SEARCH_ORDER_SQL = (
-    "(coalesce(cast(julianday(coalesce(published, substr(first_seen, 1, 10))) as integer), 0)"
-    " << 32) + id"
+    "(coalesce(cast(julianday(date(coalesce(published, first_seen))) as integer), 0) << 32) + id"
 )
+GENERATED_COLUMNS_SQLITE = (3, 31, 0)
 
 
 def _order_search_by_date(db: sqlite_utils.Database) -> None:
@@ -135,6 +137,11 @@ def _order_search_by_date(db: sqlite_utils.Database) -> None:
     Article ids follow the order articles were stored, which a backfill makes newest-first and
     later checks oldest-first; ranking the newest matches of a broad query needs date order.
     """
+    if sqlite3.sqlite_version_info < GENERATED_COLUMNS_SQLITE:
+        raise sqlite3.NotSupportedError(
+            f"newsmon needs SQLite {'.'.join(map(str, GENERATED_COLUMNS_SQLITE))} or newer"
+            f" (generated columns); this Python uses SQLite {sqlite3.sqlite_version}"
+        )
     db.execute(
         f"alter table articles add column search_order integer"
         f" generated always as ({SEARCH_ORDER_SQL}) virtual"
@@ -153,9 +160,9 @@ def _order_search_by_date(db: sqlite_utils.Database) -> None:
     new += " values (new.search_order, new.title, new.body);"
     db.execute(f"create trigger articles_ai after insert on articles begin {new} end")
     db.execute(f"create trigger articles_ad after delete on articles begin {old} end")
-    # Only a change of what is indexed (or of the date in the key) re-indexes: revisits update
+    # Only a change of what is indexed or of what the key is made of re-indexes: revisits update
     # last_checked on every check.
-    columns = "title, body, published"
+    columns = "title, body, published, first_seen, id"
     db.execute(
         f"create trigger articles_au after update of {columns} on articles begin {old} {new} end"
     )

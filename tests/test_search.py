@@ -406,3 +406,18 @@ def test_cli_says_when_only_the_newest_matches_were_ranked(tmp_path, monkeypatch
     assert "Ranked the newest" not in ranked_all.stderr
     assert len(windowed.stdout.splitlines()) == 3
     assert json.loads(ranked_all.stdout.splitlines()[0])["title"] == "Drone drone drone"
+
+
+def test_the_index_orders_by_publication_day_from_midnight_utc(tmp_path):
+    days = ["2024-01-12", "2024-01-12T12:00:00+00:00", "2024-01-12T23:59:59+00:00", "2024-01-13"]
+    articles = [make_article(n, "Drone", "Drone.", published=day) for n, day in enumerate(days)]
+    with Archive(build_archive(tmp_path / "d.db", articles)) as archive:
+        keys = [row[0] for row in archive.db.execute("select search_order >> 32 from articles")]
+    assert keys[0] == keys[1] == keys[2] == keys[3] - 1
+
+
+def test_an_undated_article_stays_searchable_when_first_seen_changes(tmp_path):
+    articles = [make_article(1, "Drone", "Drone.", first_seen="2024-01-01T00:00:00+00:00")]
+    with Archive(build_archive(tmp_path / "u.db", articles)) as archive:
+        archive.db.execute("update articles set first_seen = '2025-06-01T00:00:00+00:00'")
+        assert [row["title"] for row in search(archive, "drone")] == ["Drone"]
