@@ -98,7 +98,7 @@ class StorePipeline:
 
     def __init__(self, crawler: Any) -> None:
         self.crawler = crawler
-        self.batch_size = max(1, crawler.settings.getint("STORE_BATCH_SIZE", 100))
+        self.batch_size = max(1, crawler.settings.getint("STORE_BATCH_SIZE", 250))
         self.batch_seconds = crawler.settings.getfloat("STORE_BATCH_SECONDS", 2.0)
         self.waiting: list[dict[str, Any]] = []
         self.timer: Any = None
@@ -142,8 +142,8 @@ class StorePipeline:
         try:
             outcomes = session.archive.store_articles(batch, on_change=on_change)
         except Exception as exc:  # anything: no article may be lost with it
-            logger.warning("could not store %d articles at once (%s); storing them one by one",
-                           len(batch), exc)  # fmt: skip
+            message = "could not store %d articles at once (%s); storing them one by one"
+            logger.warning(message, len(batch), exc)
             outcomes = [self._store_one(session, article, on_change) for article in batch]
         for article, outcome in zip(batch, outcomes, strict=True):
             if outcome is not None:

@@ -201,7 +201,8 @@ def search(
 ) -> Iterator[dict[str, Any]]:
     """Articles matching `query`, best first (bm25), newest first on ties; rows are streamed.
 
-    Only the newest `window` matches (after the filters) are ranked, all of them with None.
+    Only the newest `window` matches (by publication day, after the filters) are ranked;
+    ``window=None`` ranks every match.
 
     Each row has id, url, title, published, source, section, language, removed_at, rank (lower is
     better) and snippet: a short excerpt of the body around the matches. With
