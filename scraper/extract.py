@@ -14,7 +14,13 @@ from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 from parsel import Selector, SelectorList
 
 from monitor.config import Selectors
-from storage.normalize import find_date, is_attachment, is_http_url, normalize_whitespace
+from storage.normalize import (
+    ATTACHMENT_EXTENSIONS,
+    find_date,
+    is_attachment,
+    is_http_url,
+    normalize_whitespace,
+)
 
 NEXT_LINK_TEXTS = {
     "next", "next page", "older", "older posts", "older entries", "»", "›", ">", ">>",
@@ -325,7 +331,7 @@ def article_body_fallback(response: Selector, title: str | None = None) -> str |
 # Any href whose path could end in a document extension (checked on the unquoted text, as
 # is_attachment does). Pages carry dozens of links and rarely a document: this look at the raw
 # hrefs spares the ancestor test and URL parsing of every link, once half an article's extraction.
-_MAY_BE_DOCUMENT = re.compile(r"\.(?:pdf|docx?|xlsx?|rtf|odt|pptx?|zip)", re.IGNORECASE)
+_MAY_BE_DOCUMENT = re.compile("|".join(map(re.escape, ATTACHMENT_EXTENSIONS)), re.IGNORECASE)
 
 
 def _attachments(response: Selector, url: str) -> list[str]:
