@@ -132,7 +132,7 @@ class Archive:
         ]
         outcomes: list[str] = [""] * len(batch)
         with self._writing():
-            stored = self._known_by_url([record["url"] for _, record, _ in batch])
+            stored = self._ids_by_url([record["url"] for _, record, _ in batch])
             fresh, rest, seen = [], [], set()
             for index, (_, record, _) in enumerate(batch):
                 url = record["url"]
@@ -218,13 +218,14 @@ class Archive:
         row = cursor.fetchone()
         return dict(zip([c[0] for c in cursor.description], row, strict=True)) if row else None
 
-    def _known_by_url(self, urls: list[str]) -> set[str]:
-        found: set[str] = set()
+    def _ids_by_url(self, urls: list[str]) -> dict[str, int]:
+        """The ids of the stored articles among these URLs; one query per 400 URLs."""
+        ids: dict[str, int] = {}
         for start in range(0, len(urls), 400):
             chunk = urls[start : start + 400]
-            sql = f"select url from articles where url in ({','.join('?' * len(chunk))})"
-            found.update(url for (url,) in self.db.conn.execute(sql, chunk))
-        return found
+            sql = f"select url, id from articles where url in ({','.join('?' * len(chunk))})"
+            ids.update(self.db.conn.execute(sql, chunk))
+        return ids
 
     def _insert_many(
         self,
@@ -241,12 +242,7 @@ class Archive:
         )
         rows = ([*(r[key] for key in ARTICLE_FIELDS), when, when, when] for _, r, when in batch)
         self.db.conn.executemany(sql, rows)
-        ids: dict[str, int] = {}
-        urls = [record["url"] for _, record, _ in batch]
-        for start in range(0, len(urls), 400):
-            chunk = urls[start : start + 400]
-            sql = f"select url, id from articles where url in ({','.join('?' * len(chunk))})"
-            ids.update(self.db.conn.execute(sql, chunk))
+        ids = self._ids_by_url([record["url"] for _, record, _ in batch])
         self.db.conn.executemany(
             _REVISION_SQL,
             (

@@ -149,6 +149,8 @@ def _order_search_by_date(db: sqlite_utils.Database) -> None:
     db.execute("create unique index idx_articles_search_order on articles (search_order)")
     for trigger in ("articles_ai", "articles_ad", "articles_au"):
         db.execute(f"drop trigger if exists [{trigger}]")
+    # By hand, not with sqlite-utils' enable_fts: it keys the index on rowid (content_rowid is
+    # not an option) and its update trigger re-indexes on every update, last_checked included.
     db.execute("drop table if exists articles_fts")
     db.execute(
         "create virtual table articles_fts using fts5(title, body, content='articles',"
