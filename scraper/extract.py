@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
+from lxml import etree
 from parsel import Selector, SelectorList
+from parsel.csstranslator import HTMLTranslator
 
 from monitor.config import Selectors
 from storage.normalize import (
@@ -54,14 +59,68 @@ def select(node: Selector | SelectorList, expression: str) -> SelectorList:
     return node.css(expression)
 
 
+# The crawl's hot path (every listing entry, every article page) evaluates configured expressions
+# with `matches`, not `select`: parsel wraps every match in a Selector and every result in a
+# SelectorList, which cost more than the XPath itself on a small page. `matches` compiles each
+# expression once, the way parsel translates it (HTMLTranslator, parsel's XPath namespaces), and
+# returns what lxml matched; tests/test_extract.py checks both give the same values.
+_CSS_TRANSLATOR = HTMLTranslator()
+_XPATH_NAMESPACES = {"re": "http://exslt.org/regular-expressions", "set": "http://exslt.org/sets"}
+_TEXT_NODES = etree.XPath(".//text()", smart_strings=False)
+
+Match = Any  # an lxml element, a string (::text, ::attr(), text()), or an XPath number/boolean
+
+
+@lru_cache(maxsize=1024)
+def _compiled(expression: str) -> etree.XPath:
+    if expression.startswith("xpath:"):
+        query = expression[len("xpath:") :]
+    else:
+        query = _CSS_TRANSLATOR.css_to_xpath(expression)
+    try:
+        return etree.XPath(query, namespaces=_XPATH_NAMESPACES, smart_strings=False)
+    except etree.XPathError as exc:
+        raise ValueError(f"XPath error: {exc} in {query}") from None
+
+
+def matches(node: Any, expression: str) -> list[Match]:
+    """What `select(node, expression)` matches, unwrapped; `node` is a response, a parsel
+    Selector or an lxml element."""
+    if not isinstance(node, etree._Element):
+        node = getattr(node, "selector", node).root
+        if not isinstance(node, etree._Element):  # a text result has nothing to select in
+            return []
+    try:
+        result = _compiled(expression)(node)
+    except etree.XPathError as exc:
+        raise ValueError(f"XPath error: {exc} in {expression}") from None
+    return result if isinstance(result, list) else [result]
+
+
+def serialized(match: Match) -> str:
+    """A match as text, as parsel's Selector.get() gives it: an element as its HTML."""
+    if isinstance(match, str):
+        return match
+    if isinstance(match, etree._Element):
+        return etree.tostring(match, method="html", encoding="unicode", with_tail=False)
+    if isinstance(match, bool):
+        return "1" if match else "0"
+    return str(match)
+
+
 def text_of(nodes: SelectorList) -> str | None:
     """Joined, whitespace-normalized text of matched nodes (elements or ::text results)."""
-    parts = []
-    for node in nodes:
-        value = node.get()
-        if value and value.lstrip().startswith("<"):
-            value = " ".join(node.xpath(".//text()").getall())
-        parts.append(value or "")
+    return joined_text(node.root for node in nodes)
+
+
+def joined_text(found: Iterable[Match]) -> str | None:
+    """Joined, whitespace-normalized text of matches: an element's text nodes, a string as is."""
+    parts = [
+        (" ".join(_TEXT_NODES(match)) if isinstance(match.tag, str) else "")  # a comment: none
+        if isinstance(match, etree._Element)
+        else serialized(match)
+        for match in found
+    ]
     text = normalize_whitespace(" ".join(parts))
     return text or None
 
@@ -107,7 +166,9 @@ def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listi
         entries = _entries_by_fallback(response, url)
     next_page = None
     if selectors.next_page:
-        next_page = _first_link(select(response, selectors.next_page).getall(), url)
+        next_page = _first_link(
+            [serialized(m) for m in matches(response, selectors.next_page)], url
+        )
         origin["next_page"] = "selector" if next_page else "fallback"
     else:
         origin["next_page"] = "automatic"
@@ -127,19 +188,24 @@ def _first_link(values: list[str], page_url: str) -> str | None:
 def _entries_from_selectors(response: Selector, url: str, selectors: Selectors) -> list[Entry]:
     link_expr = selectors.link or "a::attr(href)"
     entries = []
-    for node in select(response, selectors.item):
-        link = _article_link(select(node, link_expr).get(), url)
+    for node in matches(response, selectors.item):
+        links = matches(node, link_expr)
+        link = _article_link(serialized(links[0]) if links else None, url)
         if link is None:
             continue
         entries.append(
             Entry(
                 url=link,
-                title=text_of(select(node, selectors.title)) if selectors.title else None,
-                date=text_of(select(node, selectors.date)) if selectors.date else None,
-                summary=text_of(select(node, selectors.summary)) if selectors.summary else None,
+                title=_field_text(node, selectors.title),
+                date=_field_text(node, selectors.date),
+                summary=_field_text(node, selectors.summary),
             )
         )
     return entries
+
+
+def _field_text(node: Match, expression: str | None) -> str | None:
+    return joined_text(matches(node, expression)) if expression else None
 
 
 def _entries_by_fallback(response: Selector, url: str) -> list[Entry]:
@@ -242,7 +308,8 @@ def extract_article(response: Selector, url: str, selectors: Selectors) -> Artic
         date = article_date_fallback(response, title) or date
     body_html = None
     if selectors.article_body:
-        body_html = "".join(select(response, selectors.article_body).getall()) or None
+        found = matches(response, selectors.article_body)
+        body_html = "".join(serialized(match) for match in found) or None
         origin["article_body"] = "selector" if body_html else "fallback"
     else:
         origin["article_body"] = "automatic"
@@ -252,7 +319,7 @@ def extract_article(response: Selector, url: str, selectors: Selectors) -> Artic
         title=title,
         date=date,
         body_html=body_html,
-        canonical=response.css("link[rel=canonical]::attr(href)").get(),
+        canonical=next(iter(matches(response, "link[rel=canonical]::attr(href)")), None),
         attachments=_attachments(response, url),
         origin=origin,
     )
@@ -264,7 +331,7 @@ def _configured(
     if not expression:
         origin[key] = "automatic"
         return None
-    value = text_of(select(response, expression))
+    value = joined_text(matches(response, expression))
     origin[key] = "selector" if value else "fallback"
     return value
 
@@ -331,16 +398,25 @@ def article_body_fallback(response: Selector, title: str | None = None) -> str |
 # Any href whose path could end in a document extension (checked on the unquoted text, as
 # is_attachment does). Pages carry dozens of links and rarely a document: this look at the raw
 # hrefs spares the ancestor test and URL parsing of every link, once half an article's extraction.
+# An href with no path of its own takes the page's, which is not a document, so an href that does
+# not pass this never names one.
 _MAY_BE_DOCUMENT = re.compile("|".join(map(re.escape, ATTACHMENT_EXTENSIONS)), re.IGNORECASE)
+_ALL_HREFS = etree.XPath("//a/@href", smart_strings=False)
+_CONTENT_HREFS = etree.XPath(
+    "//a[not(ancestor::header or ancestor::footer or ancestor::nav or ancestor::aside)]/@href",
+    smart_strings=False,
+)
+
+
+def _may_be_document(href: str) -> bool:
+    return bool(_MAY_BE_DOCUMENT.search(unquote(href) if "%" in href else href))
 
 
 def _attachments(response: Selector, url: str) -> list[str]:
     """Document links of the article, not of the site's header, footer, menus or sidebar."""
     root = getattr(response, "selector", response).root
-    if not any(_MAY_BE_DOCUMENT.search(unquote(href)) for href in root.xpath("//a/@href")):
-        return []  # an href with no path of its own takes the page's, which is not a document
-    hrefs = response.xpath(
-        "//a[not(ancestor::header or ancestor::footer or ancestor::nav or ancestor::aside)]/@href"
-    ).getall()
+    if not any(_may_be_document(href) for href in _ALL_HREFS(root)):
+        return []
+    hrefs = [href for href in _CONTENT_HREFS(root) if _may_be_document(href)]
     links = (urljoin(url, href.strip()) for href in hrefs)
     return list(dict.fromkeys(link for link in links if is_http_url(link) and is_attachment(link)))
