@@ -110,21 +110,29 @@ def canonical_url(url: str, base: str | None = None) -> str:
     Raises ValueError for URLs urllib cannot split (check with ``is_http_url`` first).
     """
     url = url.strip()
-    if not base and (plain := _IS_CANONICAL_RE.fullmatch(url)) and not _ends_with_index_file(url):
-        port = plain["port"]
-        if not port or (int(port) <= 65535 and int(port) != DEFAULT_PORTS[plain["scheme"]]):
-            return url  # the common case, a crawl's own URLs: ~1 µs instead of ~13
+    if not base and (found := _IS_CANONICAL_RE.fullmatch(url)):
+        plain, port, query = found["plain"], found["port"], found["query"]
+        if not _ends_with_index_file(plain) and (
+            not port or (int(port) <= 65535 and int(port) != DEFAULT_PORTS[found["scheme"]])
+        ):
+            # The common case, a crawl's own URLs: ~1 µs instead of ~13.
+            if query is None:
+                return url
+            query = _clean_query(query)  # tracking parameters go; plain pairs stay as they are
+            return f"{plain}?{query}" if query else plain
     return _canonicalize(url, base)
 
 
-# URLs canonical_url would return unchanged: lower-case ASCII host without trailing dot, no port
-# or a port other than the default one written without leading zeros, a path of plain characters
-# without empty or dot segments, no query, no fragment, no escapes.
+# URLs canonical_url returns unchanged, but for the tracking parameters of their query: lower-case
+# ASCII host without trailing dot, no port or a port other than the default one written without
+# leading zeros, a path of plain characters without empty or dot segments, a query of unreserved
+# characters, "=" and "&" only, no fragment, no escapes.
 _HOST_LABEL: Final = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _PLAIN_SEGMENT: Final = r"[A-Za-z0-9_~!$&'()*+,;=:@-]+(?:\.[A-Za-z0-9_~!$&'()*+,;=:@-]+)*"
 _IS_CANONICAL_RE: Final = re.compile(
-    rf"(?P<scheme>https?)://{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::(?P<port>[1-9][0-9]{{0,4}}))?"
-    rf"/(?:{_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*/?)?"
+    rf"(?P<plain>(?P<scheme>https?)://{_HOST_LABEL}(?:\.{_HOST_LABEL})*"
+    rf"(?::(?P<port>[1-9][0-9]{{0,4}}))?/(?:{_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*/?)?)"
+    r"(?:\?(?P<query>[A-Za-z0-9_.~=&-]*))?"
 )
 
 
@@ -206,10 +214,13 @@ def prefer_canonical(url: str, canonical_href: str | None) -> str:
     home page as every page's canonical, which would merge every article into one row.
     """
     page = canonical_url(url)
-    if not canonical_href or not canonical_href.strip() or canonical_href.strip() == url.strip():
+    href = (canonical_href or "").strip()
+    if not href or href == url.strip():
         return page
+    # An absolute href in canonical form needs no joining: the fast path of canonical_url.
+    base = None if _IS_CANONICAL_RE.fullmatch(href) else url
     try:
-        candidate = canonical_url(canonical_href, base=url)
+        candidate = canonical_url(href, base=base)
     except ValueError:
         logger.debug("unusable canonical %r on %s", canonical_href, url)
         return page
@@ -251,7 +262,10 @@ def section_from_url(url: str) -> str | None:
 
     The last path segment is the article itself, so only its directory is considered.
     """
-    segments = [unquote(s) for s in urlsplit(url.strip()).path.split("/") if s]
+    path = urlsplit(url.strip()).path
+    segments = [s for s in path.split("/") if s]
+    if "%" in path:
+        segments = [unquote(s) for s in segments]
     directory = segments[:-1]
     lowered = [s.lower() for s in directory]
     if "news" in lowered:

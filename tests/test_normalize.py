@@ -652,8 +652,16 @@ def test_canonical_url_fast_path_returns_what_the_full_canonicalization_returns(
         + "".join(rng.choices(pieces, k=rng.randint(0, 8)))
         for _ in range(5000)
     ]
+    pairs = ["a=1", "B=x.y", "utm_x=1", "UTM_Y=2", "sphrase_id=5", "fbclid=", "&", "=", "b", "~"]
+    pairs += ["%41=1", "a+b=1", "a=%7e", "c=é", "d= ", "e=1#f", "PAGEN_1=2"]
+    urls += [
+        f"http://{rng.choice(hosts)}/news/a/?" + "".join(rng.choices(pairs, k=rng.randint(0, 5)))
+        for _ in range(2000)
+    ]
     fast = [url for url in urls if normalize._IS_CANONICAL_RE.fullmatch(url)]
     assert len(fast) > 300  # the comparison covers the fast path, not just the slow one
+    assert sum("?" in url for url in fast) > 300  # queries too, tracking parameters among them
+    assert sum("utm_x" in url.lower() for url in fast) > 50
     for url in urls:
         try:
             expected = normalize._canonicalize(url, None)
