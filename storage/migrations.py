@@ -171,6 +171,20 @@ def _order_search_by_date(db: sqlite_utils.Database) -> None:
     db.execute("insert into articles_fts (articles_fts) values ('rebuild')")
 
 
+def _cover_search_ties(db: sqlite_utils.Database) -> None:
+    """Let a search rank and break ties from the index alone.
+
+    A search joins each of up to RANK_WINDOW matches to its article to order ties by date, and
+    reading `published` from the article row cost as much as ranking itself (the row holds the
+    body). The key index now also carries the two date columns; search_order stays unique.
+    """
+    db.execute("drop index idx_articles_search_order")
+    db.execute(
+        "create unique index idx_articles_search_order"
+        " on articles (search_order, published, first_seen)"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_core_tables,
     _create_run_tables,
@@ -181,6 +195,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_failed_articles,
     _create_url_aliases,
     _order_search_by_date,
+    _cover_search_ties,
 ]
 
 

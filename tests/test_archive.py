@@ -307,6 +307,15 @@ def test_opening_a_version_1_database_migrates_it_to_the_current_version(db_path
     assert {"articles", "revisions", "crawl_runs", "http_validators", "alerts"} <= tables
 
 
+def test_the_search_key_index_carries_the_dates_that_break_ranking_ties(db_path):
+    make_version_1_database(db_path)
+    with Archive(db_path) as opened:
+        info = opened.db.execute("pragma index_info(idx_articles_search_order)").fetchall()
+        indexes = opened.db.execute("pragma index_list(articles)").fetchall()
+    assert [row[2] for row in info] == ["search_order", "published", "first_seen"]
+    assert "idx_articles_search_order" in [row[1] for row in indexes if row[2]]  # unique
+
+
 def test_a_migrated_database_keeps_its_articles(db_path):
     make_version_1_database(db_path)
     with Archive(db_path) as opened:
