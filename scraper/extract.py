@@ -7,6 +7,7 @@ configured selector stopped matching even while the fallback still finds the con
 from __future__ import annotations
 
 import re
+import weakref
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 from lxml import etree
+from lxml import html as lxml_html
 from parsel import Selector, SelectorList
 from parsel.csstranslator import HTMLTranslator
+from scrapy.http import TextResponse
 
 from monitor.config import Selectors
 from storage.normalize import (
@@ -83,13 +86,44 @@ def _compiled(expression: str) -> etree.XPath:
         raise ValueError(f"XPath error: {exc} in {query}") from None
 
 
+# A page's tree. Scrapy's `response.selector` costs three times the parse itself: parsel sniffs
+# for JSON, w3lib looks for <base href> and resolves it, and a new parser is built per page. The
+# hot path parses the same text the same way parsel does (the decoded text, stripped, without NUL,
+# as UTF-8, libxml2's HTML parser with recover and huge_tree, lxml.html elements), with one
+# parser, once per response; tests/test_extract.py checks the trees are equal.
+_PAGE_PARSER = lxml_html.HTMLParser(recover=True, encoding="utf-8", huge_tree=True)
+_PAGE_TREES: weakref.WeakKeyDictionary[TextResponse, etree._Element] = weakref.WeakKeyDictionary()
+
+
+def page_root(node: Any) -> Any:
+    """The lxml root of a response (parsed once), a parsel Selector or an element."""
+    if isinstance(node, etree._Element):
+        return node
+    if not isinstance(node, TextResponse):
+        return getattr(node, "selector", node).root
+    root = _PAGE_TREES.get(node)
+    if root is None:
+        root = _PAGE_TREES[node] = _parse_page(node)
+    return root
+
+
+def _parse_page(response: TextResponse) -> etree._Element:
+    body = response.text.strip().replace("\x00", "").encode("utf-8") or b"<html/>"
+    try:
+        root = etree.fromstring(body, parser=_PAGE_PARSER, base_url=response.url)
+    except etree.XMLSyntaxError:
+        return response.selector.root  # as parsel would have it, or its error
+    if root is None:
+        root = etree.fromstring(b"<html/>", parser=_PAGE_PARSER, base_url=response.url)
+    return root
+
+
 def matches(node: Any, expression: str) -> list[Match]:
     """What `select(node, expression)` matches, unwrapped; `node` is a response, a parsel
     Selector or an lxml element."""
-    if not isinstance(node, etree._Element):
-        node = getattr(node, "selector", node).root
-        if not isinstance(node, etree._Element):  # a text result has nothing to select in
-            return []
+    node = page_root(node)
+    if not isinstance(node, etree._Element):  # a text result has nothing to select in
+        return []
     try:
         result = _compiled(expression)(node)
     except etree.XPathError as exc:
@@ -414,7 +448,7 @@ def _may_be_document(href: str) -> bool:
 
 def _attachments(response: Selector, url: str) -> list[str]:
     """Document links of the article, not of the site's header, footer, menus or sidebar."""
-    root = getattr(response, "selector", response).root
+    root = page_root(response)
     if not any(_may_be_document(href) for href in _ALL_HREFS(root)):
         return []
     hrefs = [href for href in _CONTENT_HREFS(root) if _may_be_document(href)]

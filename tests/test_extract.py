@@ -445,3 +445,43 @@ def test_a_string_value_that_starts_with_a_bracket_is_kept_as_text() -> None:
     from scraper.extract import joined_text, matches
 
     assert joined_text(matches(hand_written(MIXED_PAGE), "p::attr(data-x)")) == "<b>"
+
+
+# -- the page tree: parsed once, the way parsel parses it --------------------------------------
+
+
+def tree_pages() -> list[HtmlResponse]:
+    pages = [served(EN, "/news/"), article_page(EN, 3), article_page(RU, 2)]
+    pages.append(served(RU, "/ru/news/"))
+    for body in [
+        b"",
+        b"   \n ",
+        b"<!-- only a comment -->",
+        b"text without tags",
+        b"<p>a\x00b</p>",
+        b"<?xml version='1.0' encoding='utf-8'?><html><body><p>x</p></body></html>",
+        b"<html><head><base href='/other/'></head><body><a href='a'>A</a></body></html>",
+        b"<table><tr><td>unclosed<p>para<li>item",
+        "<meta charset='windows-1251'><p>Новости</p>".encode("cp1251"),
+        b"\xef\xbb\xbf<p>with a byte order mark</p>",
+    ]:
+        pages.append(HtmlResponse(f"{SITE}/x/", body=body))
+    return pages
+
+
+@pytest.mark.parametrize("index", range(len(tree_pages())))
+def test_page_root_is_the_tree_parsel_builds_for_the_response(index: int) -> None:
+    from lxml import etree
+
+    from scraper.extract import page_root
+
+    page = tree_pages()[index]
+    ours = etree.tostring(page_root(page), encoding="unicode")
+    assert ours == etree.tostring(page.selector.root, encoding="unicode")
+
+
+def test_page_root_parses_a_response_once() -> None:
+    from scraper.extract import page_root
+
+    page = article_page(EN, 4)
+    assert page_root(page) is page_root(page)
