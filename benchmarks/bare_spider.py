@@ -34,6 +34,9 @@ class BareSpider(scrapy.Spider):
         # Scrapy starts CONCURRENT_ITEMS asyncio tasks for every callback's output, even an empty
         # one; newsmon sets 1 (its pipelines are synchronous), and so does the floor.
         "CONCURRENT_ITEMS": 1,
+        # newsmon turns off Scrapy's source check of generator callbacks (re-parsed up to once a
+        # page, see scraper/settings.py); so does the floor.
+        "WARN_ON_GENERATOR_RETURN_VALUE": False,
     }
 
     def __init__(

@@ -55,6 +55,11 @@ NEWSMON_PROGRESS_INTERVAL = 30  # seconds between progress lines when not on a t
 # callback's output, whatever it yields; newsmon's pipelines are synchronous and an article page
 # yields one item, so the default 100 only cost ~100 tasks per page (a third of a backfill's CPU).
 CONCURRENT_ITEMS = 1
+# Scrapy reads and parses a generator callback's source to warn its author about `return value`
+# in it. The result is cached per callback object, and a response that holds no cycle frees its
+# request, so the cache empties and the source is parsed again: up to once per page. newsmon's
+# callbacks are its own, fixed and tested, so the check has no one to warn.
+WARN_ON_GENERATOR_RETURN_VALUE = False
 
 # Articles are written in batches (scraper/pipelines.py StorePipeline): one transaction per
 # STORE_BATCH_SIZE articles, and none waits longer than STORE_BATCH_SECONDS.
