@@ -33,6 +33,7 @@ from harness import (
     Row,
     bare_spider,
     child_env,
+    compile_sources,
     log,
     machine,
     median,
@@ -593,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="newsmon-bench-"))
     bench = Bench(args, work)
     started = time.monotonic()
+    compile_sources()
     steps: dict[str, Callable[[], None]] = {name: getattr(bench, name) for name in SCENARIOS}
     try:
         for name in SCENARIOS:

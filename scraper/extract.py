@@ -19,7 +19,7 @@ from lxml import etree
 from lxml import html as lxml_html
 from parsel import Selector, SelectorList
 from parsel.csstranslator import HTMLTranslator
-from scrapy.http import TextResponse
+from scrapy.http import HtmlResponse, TextResponse
 
 from monitor.config import Selectors
 from storage.normalize import (
@@ -88,31 +88,35 @@ def _compiled(expression: str) -> etree.XPath:
 
 # A page's tree. Scrapy's `response.selector` costs three times the parse itself: parsel sniffs
 # for JSON, w3lib looks for <base href> and resolves it, and a new parser is built per page. The
-# hot path parses the same text the same way parsel does (the decoded text, stripped, without NUL,
-# as UTF-8, libxml2's HTML parser with recover and huge_tree, lxml.html elements), with one
-# parser, once per response; tests/test_extract.py checks the trees are equal.
+# hot path parses an HTML response's text the way parsel does (the decoded text, stripped, without
+# NUL, as UTF-8, libxml2's HTML parser with recover and huge_tree, lxml.html elements) with one
+# parser, once per response; tests/test_extract.py checks the trees are equal. The fallbacks
+# still read pages through `response.selector`: a page whose configured selector misses is parsed
+# twice, and one that a fallback read first is not parsed again.
 _PAGE_PARSER = lxml_html.HTMLParser(recover=True, encoding="utf-8", huge_tree=True)
 _PAGE_TREES: weakref.WeakKeyDictionary[TextResponse, etree._Element] = weakref.WeakKeyDictionary()
 
 
 def page_root(node: Any) -> Any:
-    """The lxml root of a response (parsed once), a parsel Selector or an element."""
+    """The lxml root of a response (an HTML one parsed once) or of a parsel Selector; an element,
+    and any other match (a string, a number), as it is."""
     if isinstance(node, etree._Element):
         return node
-    if not isinstance(node, TextResponse):
-        return getattr(node, "selector", node).root
-    root = _PAGE_TREES.get(node)
-    if root is None:
-        root = _PAGE_TREES[node] = _parse_page(node)
-    return root
+    if isinstance(node, HtmlResponse):
+        root = _PAGE_TREES.get(node)
+        if root is None:
+            root = _PAGE_TREES[node] = _parse_page(node)
+        return root
+    selector = getattr(node, "selector", node)  # any other response: parsel's parse (XML, text)
+    return getattr(selector, "root", selector)
 
 
-def _parse_page(response: TextResponse) -> etree._Element:
+def _parse_page(response: HtmlResponse) -> etree._Element:
+    built = getattr(response, "_cached_selector", None)  # Scrapy's, if a fallback made it first
+    if built is not None:
+        return built.root
     body = response.text.strip().replace("\x00", "").encode("utf-8") or b"<html/>"
-    try:
-        root = etree.fromstring(body, parser=_PAGE_PARSER, base_url=response.url)
-    except etree.XMLSyntaxError:
-        return response.selector.root  # as parsel would have it, or its error
+    root = etree.fromstring(body, parser=_PAGE_PARSER, base_url=response.url)
     if root is None:
         root = etree.fromstring(b"<html/>", parser=_PAGE_PARSER, base_url=response.url)
     return root
@@ -122,7 +126,7 @@ def matches(node: Any, expression: str) -> list[Match]:
     """What `select(node, expression)` matches, unwrapped; `node` is a response, a parsel
     Selector or an lxml element."""
     node = page_root(node)
-    if not isinstance(node, etree._Element):  # a text result has nothing to select in
+    if not isinstance(node, etree._Element):  # a string or a number has nothing to select in
         return []
     try:
         result = _compiled(expression)(node)

@@ -176,7 +176,8 @@ def _cover_search_ties(db: sqlite_utils.Database) -> None:
 
     A search joins each of up to RANK_WINDOW matches to its article to order ties by date, and
     reading `published` from the article row cost as much as ranking itself (the row holds the
-    body). The key index now also carries the two date columns; search_order stays unique.
+    body). The key index now also carries the two date columns. It enforces the uniqueness of the
+    triple only; search_order itself is unique by construction (day << 32 + id, ids below 2**32).
     """
     db.execute("drop index idx_articles_search_order")
     db.execute(

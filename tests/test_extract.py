@@ -485,3 +485,21 @@ def test_page_root_parses_a_response_once() -> None:
 
     page = article_page(EN, 4)
     assert page_root(page) is page_root(page)
+
+
+@pytest.mark.parametrize(
+    "item", ["div.news-item a::attr(href)", "xpath://div/@class", "xpath:count(//div)"]
+)
+def test_an_item_selector_that_matches_no_elements_falls_back_to_detection(item: str) -> None:
+    selectors = Selectors(item=item, link="a::attr(href)", title="a::text")
+    listing = extract_listing(served(EN, "/news/"), f"{SITE}/news/", selectors)
+    assert listing.origin["item"] == "fallback"
+    assert len(listing.entries) >= 10
+
+
+def test_a_page_a_fallback_read_first_is_not_parsed_again() -> None:
+    from scraper.extract import page_root
+
+    page = article_page(EN, 5)
+    parsed_by_a_fallback = page.selector.root
+    assert page_root(page) is parsed_by_a_fallback
