@@ -179,7 +179,7 @@ def _cover_search_ties(db: sqlite_utils.Database) -> None:
     body). The key index now also carries the two date columns. It enforces the uniqueness of the
     triple only; search_order itself is unique by construction (day << 32 + id, ids below 2**32).
     """
-    db.execute("drop index idx_articles_search_order")
+    db.execute("drop index if exists idx_articles_search_order")
     db.execute(
         "create unique index idx_articles_search_order"
         " on articles (search_order, published, first_seen)"
