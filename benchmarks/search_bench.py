@@ -20,7 +20,7 @@ from harness import REPO  # noqa: F401  (puts the repository on sys.path)
 from monitor.replica import Replica
 from storage.archive import Archive, utc_now
 from storage.normalize import content_hash
-from storage.search import search
+from storage.search import matching_keys_sql, search
 
 QUERIES = {
     "one word": ["terrorism", "Minsk", "peacekeeping", "exercises"],
@@ -68,7 +68,7 @@ class SearchBench:
         assert archive is not None
         sql = (
             "select id, title, url from articles where search_order in"
-            " (select rowid from articles_fts where articles_fts match ? limit 20)"
+            f" ({matching_keys_sql()} limit 20)"
         )
         return {
             "ranked": lambda q: list(search(archive, q, limit=20)),

@@ -19,7 +19,7 @@ from typing import IO, Any
 import click
 
 from monitor.terminal import safe_text
-from storage.search import MARKS, SearchSyntaxError, split_marked
+from storage.search import MARKS, RANK_WINDOW, SearchSyntaxError, split_marked
 
 JSON_FIELDS = ("id", "url", "title", "published", "source", "snippet")
 
@@ -108,8 +108,9 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 @click.option(
     "--rank-all",
     is_flag=True,
-    help="Rank every match; by default a query matching more than 10,000 articles ranks the "
-    "newest 10,000 (faster, and a word in most articles says little about relevance).",
+    help=f"Rank every match; by default a query matching more than {RANK_WINDOW:,} articles"
+    f" ranks the newest {RANK_WINDOW:,} (faster, and a word in most articles says little about"
+    " relevance).",
 )
 @click.pass_obj
 def search(

@@ -357,7 +357,7 @@ def extract_article(response: Selector, url: str, selectors: Selectors) -> Artic
         title=title,
         date=date,
         body_html=body_html,
-        canonical=next(iter(matches(response, "link[rel=canonical]::attr(href)")), None),
+        canonical=(matches(response, "link[rel=canonical]::attr(href)") or [None])[0],
         attachments=_attachments(response, url),
         origin=origin,
     )
@@ -447,7 +447,7 @@ _CONTENT_HREFS = etree.XPath(
 
 
 def _may_be_document(href: str) -> bool:
-    return bool(_MAY_BE_DOCUMENT.search(unquote(href) if "%" in href else href))
+    return bool(_MAY_BE_DOCUMENT.search(unquote(href)))
 
 
 def _attachments(response: Selector, url: str) -> list[str]:

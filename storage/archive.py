@@ -121,7 +121,7 @@ class Archive:
 
         A crawl hands its articles over in batches: articles not stored yet (all of them in a
         backfill) are inserted with one `executemany` per table, at close to raw SQLite speed,
-        and the rest go through the one-by-one upsert. The changes and the alerts `on_change`
+        and the rest are rewritten one by one. The changes and the alerts `on_change`
         enqueues commit together, or none of them do. Times are `now`, else each article's
         `fetched_at`, else the current time.
         """
@@ -142,7 +142,7 @@ class Archive:
             for index in fresh:
                 outcomes[index] = "new"
             for index in rest:  # in order: a URL twice in one batch is new, then an update
-                outcomes[index] = self._upsert(*batch[index], on_change)
+                outcomes[index] = self._rewrite(*batch[index], on_change)
         return outcomes
 
     @contextlib.contextmanager
@@ -175,39 +175,28 @@ class Archive:
             )
         return record
 
-    def _upsert(
+    def _rewrite(
         self,
         article: dict[str, Any],
         record: dict[str, Any],
         now: str,
         on_change: ChangeHook | None,
     ) -> str:
+        """Write an article stored already: "updated" when its content changed, else "unchanged"."""
         existing = self._row_by_url(record["url"])
-        if existing is None:
-            outcome, article_id = "new", self._insert(record, now)
-        elif existing["content_hash"] != record["content_hash"]:
+        # Looked up under the write lock, or inserted earlier in this batch.
+        assert existing is not None, record["url"]
+        if existing["content_hash"] != record["content_hash"]:
             outcome, article_id = "updated", self._update(existing, record, now)
         else:
             outcome, article_id = "unchanged", self._refresh(existing, record, now)
-        self._after_write(outcome, article_id, article, record, now, on_change)
-        return outcome
-
-    def _after_write(
-        self,
-        outcome: str,
-        article_id: int,
-        article: dict[str, Any],
-        record: dict[str, Any],
-        now: str,
-        on_change: ChangeHook | None,
-    ) -> None:
-        """The alias, the revision and the alerts that go with an article's write."""
         if article.get("alias"):  # the listing links here by another URL
             self.db.conn.execute(_ALIAS_SQL, [article["alias"], record["url"]])
-        if outcome != "unchanged":
+        if outcome == "updated":
             self._add_revision(article_id, record, now)
             if on_change is not None:
                 on_change(outcome, {**record, "id": article_id})
+        return outcome
 
     # The write path of every crawl: plain parameterized SQL on the connection. sqlite-utils'
     # Table.insert/update and Database.query re-read the schema (sqlite_master) and open a
@@ -256,13 +245,6 @@ class Archive:
         if on_change is not None:
             for _, record, _ in batch:
                 on_change("new", {**record, "id": ids[record["url"]]})
-
-    def _insert(self, record: dict[str, Any], now: str) -> int:
-        row = {**record, "first_seen": now, "last_seen": now, "last_checked": now}
-        columns = ", ".join(f"[{key}]" for key in row)
-        marks = ", ".join("?" * len(row))
-        sql = f"insert into articles ({columns}) values ({marks})"
-        return self.db.conn.execute(sql, list(row.values())).lastrowid
 
     def _set(self, article_id: int, changes: dict[str, Any]) -> None:
         assignments = ", ".join(f"[{key}] = ?" for key in changes)

@@ -262,10 +262,7 @@ def section_from_url(url: str) -> str | None:
 
     The last path segment is the article itself, so only its directory is considered.
     """
-    path = urlsplit(url.strip()).path
-    segments = [s for s in path.split("/") if s]
-    if "%" in path:
-        segments = [unquote(s) for s in segments]
+    segments = [unquote(s) for s in urlsplit(url.strip()).path.split("/") if s]
     directory = segments[:-1]
     lowered = [s.lower() for s in directory]
     if "news" in lowered:
