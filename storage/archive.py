@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
+from storage.checkpoint import WalCheckpointer
 from storage.migrations import SchemaTooNewError, migrate
 from storage.normalize import canonical_url, is_http_url
 
@@ -84,8 +86,11 @@ class Archive:
         except SchemaTooNewError:
             self.db.close()
             raise
+        self._checkpointer = WalCheckpointer(self.path.absolute(), conn)
+        weakref.finalize(self, self._checkpointer.close)
 
     def close(self) -> None:
+        self._checkpointer.close()
         self.db.close()
 
     def __enter__(self) -> Archive:
@@ -151,7 +156,8 @@ class Archive:
 
         A deferred transaction that reads before it writes gets SQLITE_BUSY at once, busy
         timeout or not, when another process commits in between (WAL); waiting for the lock
-        up front lets the busy timeout work. Inside an open transaction: a savepoint.
+        up front lets the busy timeout work. Inside an open transaction: a savepoint. After the
+        commit the WAL is checkpointed on another thread (storage/checkpoint.py).
         """
         if self.db.conn.in_transaction:
             with self.db.atomic():
@@ -164,6 +170,7 @@ class Archive:
             self.db.conn.rollback()
             raise
         self.db.conn.commit()
+        self._checkpointer.request()
 
     @staticmethod
     def _record(article: dict[str, Any]) -> dict[str, Any]:
@@ -221,30 +228,39 @@ class Archive:
         batch: list[tuple[dict[str, Any], dict[str, Any], str]],
         on_change: ChangeHook | None,
     ) -> None:
-        """Insert articles not stored yet, with their first revisions, aliases and alerts."""
+        """Insert articles not stored yet, with their first revisions, aliases and alerts.
+
+        The ids are the ones SQLite would choose (max(id) + 1 onwards: the table has no
+        AUTOINCREMENT), named up front under the write lock so they need no lookup afterwards.
+        """
         if not batch:
             return
-        columns = [*ARTICLE_FIELDS, "first_seen", "last_seen", "last_checked"]
+        next_id = "select coalesce(max(id), 0) + 1 from articles"
+        (first_id,) = self.db.conn.execute(next_id).fetchone()
+        ids = range(first_id, first_id + len(batch))
+        columns = ["id", *ARTICLE_FIELDS, "first_seen", "last_seen", "last_checked"]
         sql = (
             f"insert into articles ({', '.join(f'[{c}]' for c in columns)})"
             f" values ({', '.join('?' * len(columns))})"
         )
-        rows = ([*(r[key] for key in ARTICLE_FIELDS), when, when, when] for _, r, when in batch)
+        rows = (
+            [article_id, *map(record.get, ARTICLE_FIELDS), when, when, when]
+            for article_id, (_, record, when) in zip(ids, batch, strict=True)
+        )
         self.db.conn.executemany(sql, rows)
-        ids = self._ids_by_url([record["url"] for _, record, _ in batch])
         self.db.conn.executemany(
             _REVISION_SQL,
             (
-                (ids[r["url"]], r["content_hash"], r["title"], r["body"], when)
-                for _, r, when in batch
+                (article_id, record["content_hash"], record["title"], record["body"], when)
+                for article_id, (_, record, when) in zip(ids, batch, strict=True)
             ),
         )
         self.db.conn.executemany(
             _ALIAS_SQL, ((a["alias"], r["url"]) for a, r, _ in batch if a.get("alias"))
         )
         if on_change is not None:
-            for _, record, _ in batch:
-                on_change("new", {**record, "id": ids[record["url"]]})
+            for article_id, (_, record, _) in zip(ids, batch, strict=True):
+                on_change("new", {**record, "id": article_id})
 
     def _set(self, article_id: int, changes: dict[str, Any]) -> None:
         assignments = ", ".join(f"[{key}] = ?" for key in changes)

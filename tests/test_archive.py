@@ -258,6 +258,19 @@ def test_an_error_in_on_change_leaves_nothing_of_the_batch_behind(archive):
     assert fts_ids(archive, "body") == []
 
 
+def test_new_articles_take_the_ids_after_the_highest_stored_one(archive):
+    archive.store_articles([other(n) for n in range(3)])
+    archive.db.execute("delete from articles where id = 2")  # a gap below the highest id stays
+    seen = []
+    archive.store_articles(
+        [other(n) for n in range(3, 6)],
+        on_change=lambda outcome, row: seen.append(row["id"]),
+    )
+    assert seen == [4, 5, 6]
+    assert [archive.get_article(i)["url"] for i in seen] == [f"{URL}?n={n}" for n in range(3, 6)]
+    assert [archive.revisions(i)[0]["article_id"] for i in seen] == seen
+
+
 # -- the file --------------------------------------------------------------------------------------
 
 
@@ -471,3 +484,44 @@ def test_a_listing_alias_of_a_stored_article_counts_as_known(tmp_path):
     known = archive.known_urls(["https://site.example/view.php?id=1", "https://site.example/x/"])
     assert known == {"https://site.example/view.php?id=1"}
     archive.close()
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+
+
+def _main_file_urls(db_path: Path, copy: Path) -> list[str]:
+    """What the database file holds without its WAL: what a checkpoint has copied into it."""
+    copy.write_bytes(db_path.read_bytes())
+    with sqlite3.connect(copy) as main_only:
+        return [row[0] for row in main_only.execute("select url from articles order by id")]
+
+
+def _checkpoint_threads(db_path: Path) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"checkpoint {db_path.absolute()}"]
+
+
+def test_a_commit_reaches_the_database_file_without_waiting_for_a_full_wal(db_path, tmp_path):
+    with Archive(db_path) as archive:
+        archive.store_articles([other(n) for n in range(3)])
+        deadline = time.monotonic() + 10
+        while archive._checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _main_file_urls(db_path, tmp_path / "copy.db") == [f"{URL}?n={n}" for n in range(3)]
+
+
+def test_the_writer_checkpoints_by_itself_only_as_a_backstop_while_the_thread_runs(archive):
+    archive.store_article(article())
+    assert archive.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
+
+
+def test_closing_the_archive_stops_its_checkpoint_thread(db_path):
+    archive = Archive(db_path)
+    archive.store_article(article())
+    assert len(_checkpoint_threads(db_path)) == 1
+    archive.close()
+    assert _checkpoint_threads(db_path) == []
+
+
+def test_an_archive_that_only_reads_starts_no_thread(archive, db_path):
+    archive.count_articles()
+    assert _checkpoint_threads(db_path) == []
