@@ -279,6 +279,17 @@ def test_clean_text_drops_share_widget() -> None:
     assert clean_text(html) == "Body."
 
 
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<p><span class='share'>Share</span>Body text, after a widget.</p>",  # a first child
+        "<p>Body <b>text</b><span class='share'>Share</span>, after a widget.</p>",  # after one
+    ],
+)
+def test_clean_text_keeps_the_text_that_follows_a_dropped_element(html: str) -> None:
+    assert clean_text(html) == "Body text, after a widget."
+
+
 def test_clean_text_drops_latest_news_block_by_class() -> None:
     html = (
         "<main><div class='sidebar-last-news'><div>22.04.2024</div><p>Other lead.</p></div>"
