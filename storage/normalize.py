@@ -256,13 +256,25 @@ def is_attachment(url: str) -> bool:
     return unquote(path).lower().endswith(ATTACHMENT_EXTENSIONS)
 
 
+def _path_segments(url: str) -> list[str]:
+    """The unescaped, non-empty segments of the URL's path."""
+    if found := _IS_CANONICAL_RE.fullmatch(url):  # the archive's own URLs: nothing to unescape
+        after_scheme = found["plain"].partition("://")[2]
+        return [s for s in after_scheme[after_scheme.index("/") :].split("/") if s]
+    # urlsplit caches 128 URLs; one it has not seen costs twice the fast path.
+    return _parsed_path_segments(url)
+
+
+def _parsed_path_segments(url: str) -> list[str]:
+    return [unquote(s) for s in urlsplit(url.strip()).path.split("/") if s]
+
+
 def section_from_url(url: str) -> str | None:
     """Section of an article from its URL: ``/news/<section>/<slug>/`` or else the first segment.
 
     The last path segment is the article itself, so only its directory is considered.
     """
-    segments = [unquote(s) for s in urlsplit(url.strip()).path.split("/") if s]
-    directory = segments[:-1]
+    directory = _path_segments(url)[:-1]
     lowered = [s.lower() for s in directory]
     if "news" in lowered:
         after = lowered.index("news") + 1

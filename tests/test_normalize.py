@@ -609,7 +609,8 @@ def test_normalize_whitespace_collapses_every_unicode_space_run_and_drops_invisi
         assert normalize_whitespace(text) == expected, repr(text)
 
 
-def test_canonical_url_fast_path_returns_what_the_full_canonicalization_returns() -> None:
+def generated_urls() -> list[str]:
+    """7,000 URLs mixing canonical and non-canonical spellings of paths, hosts and queries."""
     rng = random.Random(11)
     pieces = [
         "a",
@@ -669,6 +670,11 @@ def test_canonical_url_fast_path_returns_what_the_full_canonicalization_returns(
         f"http://{rng.choice(hosts)}/news/a/?" + "".join(rng.choices(pairs, k=rng.randint(0, 5)))
         for _ in range(2000)
     ]
+    return urls
+
+
+def test_canonical_url_fast_path_returns_what_the_full_canonicalization_returns() -> None:
+    urls = generated_urls()
     fast = [url for url in urls if normalize._IS_CANONICAL_RE.fullmatch(url)]
     assert len(fast) > 300  # the comparison covers the fast path, not just the slow one
     assert sum("?" in url for url in fast) > 300  # queries too, tracking parameters among them
@@ -679,6 +685,17 @@ def test_canonical_url_fast_path_returns_what_the_full_canonicalization_returns(
         except ValueError:
             continue
         assert canonical_url(url) == expected, url
+
+
+def test_path_segments_fast_path_returns_what_parsing_the_url_returns() -> None:
+    urls = generated_urls()
+    assert sum(bool(normalize._IS_CANONICAL_RE.fullmatch(url)) for url in urls) > 300
+    for url in urls:
+        try:
+            expected = normalize._parsed_path_segments(url)
+        except ValueError:
+            continue
+        assert normalize._path_segments(url) == expected, url
 
 
 def test_clean_content_hash_equals_content_hash_of_clean_text() -> None:
