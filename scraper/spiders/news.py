@@ -255,9 +255,9 @@ class NewsSpider(scrapy.Spider):
             _header(response, "ETag"),
             _header(response, "Last-Modified"),
         )
-        known = self.session.archive.known_urls(urls)
         fresh = [(url, entry) for url, entry in zip(urls, entries, strict=True)]
-        if self.mode != "full":
+        if self.mode != "full":  # a full crawl fetches every entry, stored or not
+            known = self.session.archive.known_urls(urls)
             fresh = [(url, entry) for url, entry in fresh if url not in known]
         return fresh
 
