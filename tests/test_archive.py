@@ -525,3 +525,28 @@ def test_closing_the_archive_stops_its_checkpoint_thread(db_path):
 def test_an_archive_that_only_reads_starts_no_thread(archive, db_path):
     archive.count_articles()
     assert _checkpoint_threads(db_path) == []
+
+
+def test_without_a_checkpoint_thread_the_writer_checkpoints_by_itself(db_path, monkeypatch):
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    archive = Archive(db_path)
+    assert archive.store_articles([other(0)]) == ["new"]
+    assert archive.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1_000
+    archive.close()
+    with Archive(db_path) as reopened:
+        assert reopened.count_articles() == 1
+
+
+def test_a_database_moved_away_while_open_is_not_replaced_by_an_empty_one(db_path, tmp_path):
+    archive = Archive(db_path)
+    moved = tmp_path / "moved.db"
+    db_path.rename(moved)  # a mistaken move while a crawl runs: its WAL stays at the old path
+    archive.store_articles([other(0)])
+    archive.close()
+    assert not db_path.exists()  # no empty database took over the WAL
+    moved.rename(db_path)  # moved back, the database finds its WAL again
+    with Archive(db_path) as found:
+        assert [row["url"] for row in found.iter_articles()] == [f"{URL}?n=0"]
