@@ -23,7 +23,7 @@ from scrapy.http import HtmlResponse
 
 from monitor.config import CSTO_SELECTORS, DEFAULT_SOURCES, ConfigError, Selectors, load_config
 from scraper import auto
-from scraper.extract import extract_article, select, text_of
+from scraper.extract import extract_article, link_base, select, text_of
 from storage.normalize import clean_text, find_date, normalize_whitespace
 
 LISTING_KEYS = ("item", "link", "title", "date", "summary", "next_page")
@@ -120,8 +120,9 @@ def _inner_selectors(containers: Any, candidates: list[auto.Candidate], url: str
         link_options += [f"{css} a::attr(href)" for css in _css(heading)]
     link_options.append("a::attr(href)")
     urls = [c.entry.url for c in candidates]
+    base = link_base(anchor, url)  # as automatic detection resolved the links
     for option in link_options:
-        got = [_absolute(select(node, option).get(), url) for node in containers]
+        got = [_absolute(select(node, option).get(), base) for node in containers]
         if _agree(got, urls):
             found["link"] = option
             break
@@ -178,8 +179,9 @@ def _summary_selector(containers: Any, candidates: list[auto.Candidate]) -> str 
 def _next_selector(selector: Selector, url: str, next_url: str) -> str | None:
     """The next link's own class, rel=next, or a pager cell named next / older / previous."""
     own, around = [], []
+    base = link_base(selector, url)
     for node in selector.xpath("//a[@href]"):
-        if _absolute(node.root.get("href"), url) != next_url:
+        if _absolute(node.root.get("href"), base) != next_url:
             continue
         own += [f"{css}::attr(href)" for css in _css(node.root)[:-1]]
         parent = node.root.getparent()
@@ -187,7 +189,7 @@ def _next_selector(selector: Selector, url: str, next_url: str) -> str | None:
             around += [f"{css} a::attr(href)" for css in _css(parent)[:-1]]
     options = [*own, "a[rel~=next]::attr(href)", "link[rel~=next]::attr(href)", *around]
     for option in options:
-        if _absolute(select(selector, option).get(), url) == next_url:
+        if _absolute(select(selector, option).get(), base) == next_url:
             return option
     return None
 
@@ -260,10 +262,10 @@ def _body_selector(selector: Selector, body: str) -> str | None:
     return best if best_score >= 0.9 else None
 
 
-def _absolute(href: str | None, url: str) -> str | None:
+def _absolute(href: str | None, base: str) -> str | None:
     from urllib.parse import urljoin
 
-    return urljoin(url, href.strip()).split("#", 1)[0] if href else None
+    return urljoin(base, href.strip()).split("#", 1)[0] if href else None
 
 
 def _agree(got: list[Any], wanted: list[Any]) -> bool:

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 from lxml import etree
 from parsel import Selector
 
-from scraper.extract import Entry
+from scraper.extract import Entry, link_base
 from storage.normalize import (
     TEASER_HEADINGS,
     clean_text,
@@ -151,12 +151,13 @@ def _links(page: Any, url: str) -> list[tuple[str, Any]]:
     """(absolute URL, anchor) for every link that could be an article on this listing."""
     listing_path = urlsplit(url).path or "/"
     selector = page if isinstance(page, Selector) else page.selector
+    base = link_base(selector, url)
     found = []
     for node in selector.xpath(f"//a[@href][not({FURNITURE})]"):
         href = (node.root.get("href") or "").strip()
         if not href or href.startswith(("#", "javascript:", "mailto:", "tel:")):
             continue
-        link = urljoin(url, href).split("#", 1)[0]
+        link = urljoin(base, href).split("#", 1)[0]
         if not is_http_url(link) or not _same_site(link, url):
             continue
         if is_pagination_url(link) or is_non_article_url(link):
@@ -324,12 +325,13 @@ def detect_entries(page: Any, url: str) -> list[Entry]:
 def next_page(page: Any, url: str) -> str | None:
     """A next / older link by its label, then the following page number's link."""
     selector = page if isinstance(page, Selector) else page.selector
+    base = link_base(selector, url)
     for node in selector.xpath("//a[@href]"):
         label = normalize_whitespace(" ".join(node.xpath(".//text()").getall()))
         label = label.strip(" .:…›»→>").lower() or label.strip().lower()
         title = (node.root.get("title") or node.root.get("aria-label") or "").strip().lower()
         if label in NEXT_LABELS or title in ("next", "next page", "следующая страница"):
-            link = urljoin(url, node.root.get("href", "").strip())
+            link = urljoin(base, node.root.get("href", "").strip())
             if is_http_url(link) and _same_site(link, url) and link != url:
                 return link
     return numbered_next_page(selector, url)
@@ -361,12 +363,13 @@ def numbered_next_page(page: Any, url: str) -> str | None:
     """The link to the page numbered one above this one (PAGEN_1=N, page=N, /page/N/)."""
     selector = page if isinstance(page, Selector) else page.selector
     current = _page_number(url)
-    base = _without_page(url)
+    unpaged = _without_page(url)
+    base = link_base(selector, url)
     numbered: list[tuple[int, str]] = []
     for href in selector.xpath("//a/@href").getall():
-        link = urljoin(url, href.strip()).split("#", 1)[0]
+        link = urljoin(base, href.strip()).split("#", 1)[0]
         found = _page_number(link)
-        if not found or not _same_site(link, url) or _without_page(link) != base:
+        if not found or not _same_site(link, url) or _without_page(link) != unpaged:
             continue
         if current and found[0] != current[0]:
             continue

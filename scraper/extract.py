@@ -183,10 +183,27 @@ def _same_site(url: str, page_url: str) -> bool:
     return host == (urlsplit(page_url).hostname or "").removeprefix("www.")
 
 
-def _article_link(href: str | None, page_url: str) -> str | None:
+# The first <base href> anywhere in the document, as browsers take it (not only in <head>).
+_BASE_HREFS = etree.XPath("//base/@href", smart_strings=False)
+
+
+def link_base(page: Any, url: str) -> str:
+    """What the page's relative links resolve against: its `<base href>` (itself relative to the
+    page's URL), else the page's URL. Same-site checks still compare with the page's URL."""
+    root = page_root(page)
+    if not isinstance(root, etree._Element):
+        return url
+    hrefs = _BASE_HREFS(root)
+    if not hrefs:
+        return url
+    base = urljoin(url, str(hrefs[0]).strip())
+    return base if is_http_url(base) else url
+
+
+def _article_link(href: str | None, base: str, page_url: str) -> str | None:
     if not href:
         return None
-    url = urljoin(page_url, href.strip())
+    url = urljoin(base, href.strip())
     if not is_http_url(url) or not _same_site(url, page_url) or is_attachment(url):
         return None
     return url.split("#", 1)[0]
@@ -195,8 +212,9 @@ def _article_link(href: str | None, page_url: str) -> str | None:
 def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listing:
     origin: dict[str, str] = {}
     entries: list[Entry] = []
+    base = link_base(response, url)
     if selectors.item:
-        entries = _entries_from_selectors(response, url, selectors)
+        entries = _entries_from_selectors(response, url, base, selectors)
         origin["item"] = "selector" if entries else "fallback"
     else:
         origin["item"] = "automatic"
@@ -205,7 +223,7 @@ def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listi
     next_page = None
     if selectors.next_page:
         next_page = _first_link(
-            [serialized(m) for m in matches(response, selectors.next_page)], url
+            [serialized(m) for m in matches(response, selectors.next_page)], base, url
         )
         origin["next_page"] = "selector" if next_page else "fallback"
     else:
@@ -215,20 +233,22 @@ def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listi
     return Listing(entries=_dedupe(entries), next_page=next_page, origin=origin)
 
 
-def _first_link(values: list[str], page_url: str) -> str | None:
+def _first_link(values: list[str], base: str, page_url: str) -> str | None:
     for value in values:
-        link = urljoin(page_url, value.strip())
+        link = urljoin(base, value.strip())
         if is_http_url(link) and _same_site(link, page_url):
             return link
     return None
 
 
-def _entries_from_selectors(response: Selector, url: str, selectors: Selectors) -> list[Entry]:
+def _entries_from_selectors(
+    response: Selector, url: str, base: str, selectors: Selectors
+) -> list[Entry]:
     link_expr = selectors.link or "a::attr(href)"
     entries = []
     for node in matches(response, selectors.item):
         links = matches(node, link_expr)
-        link = _article_link(serialized(links[0]) if links else None, url)
+        link = _article_link(serialized(links[0]) if links else None, base, url)
         if link is None:
             continue
         entries.append(
@@ -256,9 +276,10 @@ def _entries_by_fallback(response: Selector, url: str) -> list[Entry]:
 def _entries_by_path(response: Selector, url: str) -> list[Entry]:
     """Links that repeat under one path prefix below the listing's path are the articles."""
     base_path = urlsplit(url).path.rstrip("/") + "/"
+    base = link_base(response, url)
     links: list[tuple[str, Selector]] = []
     for anchor in response.css("a[href]"):
-        link = _article_link(anchor.attrib.get("href"), url)
+        link = _article_link(anchor.attrib.get("href"), base, url)
         if link is None:
             continue
         parts = urlsplit(link)
@@ -310,15 +331,16 @@ def _dedupe(entries: list[Entry]) -> list[Entry]:
 
 
 def next_page_fallback(response: Selector, url: str) -> str | None:
+    base = link_base(response, url)
     for href in response.css("a[rel~=next]::attr(href), link[rel~=next]::attr(href)").getall():
-        link = _first_link([href], url)
+        link = _first_link([href], base, url)
         if link:
             return link
     for anchor in response.css("a[href]"):
         label = normalize_whitespace(" ".join(anchor.xpath(".//text()").getall())).lower()
         classes = anchor.attrib.get("class", "")
         if label in NEXT_LINK_TEXTS or "page-next" in classes or "next" in classes.split():
-            link = _first_link([anchor.attrib["href"]], url)
+            link = _first_link([anchor.attrib["href"]], base, url)
             if link:
                 return link
     from scraper import auto
@@ -353,11 +375,14 @@ def extract_article(response: Selector, url: str, selectors: Selectors) -> Artic
         origin["article_body"] = "automatic"
     if not body_html:
         body_html = article_body_fallback(response, title)
+    canonical = (matches(response, "link[rel=canonical]::attr(href)") or [None])[0]
+    if canonical and not is_http_url(canonical.strip()):  # relative: as the page's links resolve
+        canonical = urljoin(link_base(response, url), canonical.strip())
     return ArticleFields(
         title=title,
         date=date,
         body_html=body_html,
-        canonical=(matches(response, "link[rel=canonical]::attr(href)") or [None])[0],
+        canonical=canonical,
         attachments=_attachments(response, url),
         origin=origin,
     )
@@ -456,5 +481,6 @@ def _attachments(response: Selector, url: str) -> list[str]:
     if not any(_may_be_document(href) for href in _ALL_HREFS(root)):
         return []
     hrefs = [href for href in _CONTENT_HREFS(root) if _may_be_document(href)]
-    links = (urljoin(url, href.strip()) for href in hrefs)
+    base = link_base(root, url)
+    links = (urljoin(base, href.strip()) for href in hrefs)
     return list(dict.fromkeys(link for link in links if is_http_url(link) and is_attachment(link)))

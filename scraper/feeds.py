@@ -20,7 +20,7 @@ from scrapy.utils.gz import gunzip, gzip_magic_number
 from scrapy.utils.sitemap import Sitemap
 from w3lib.url import safe_url_string
 
-from scraper.extract import Entry
+from scraper.extract import Entry, link_base
 from storage.normalize import clean_text, is_http_url, normalize_whitespace
 
 logger = logging.getLogger(__name__)
@@ -103,12 +103,13 @@ def _item_date(item: Any) -> str | None:
 def discover_feeds(page: Any, url: str) -> list[str]:
     """`<link rel="alternate">` feeds of a page, the page's own section first, comments last."""
     selector = page if isinstance(page, Selector) else page.selector
+    base = link_base(selector, url)
     found = []
     for link in selector.xpath("//link[@href][contains(concat(' ', @rel, ' '), ' alternate ')]"):
         kind = (link.attrib.get("type") or "").split(";")[0].strip().lower()
         if kind not in FEED_TYPES[:2]:
             continue
-        href = safe_url_string(urljoin(url, link.attrib["href"].strip()))  # no raw controls
+        href = safe_url_string(urljoin(base, link.attrib["href"].strip()))  # no raw controls
         if is_http_url(href) and href not in [f for f, _ in found]:
             found.append((href, (link.attrib.get("title") or "").lower()))
     page_dir = urlsplit(url).path.rstrip("/") + "/"

@@ -9,10 +9,17 @@ from collections.abc import Iterator
 import pytest
 from scrapy.http import HtmlResponse
 
-from monitor.config import SourceConfig, load_config
+from monitor.config import Selectors, SourceConfig, load_config
 from monitor.doctor import Pages, diagnose
-from monitor.probe import DuplicateSource, ProbeResult, append_source, source_block
+from monitor.probe import (
+    DuplicateSource,
+    ProbeResult,
+    append_source,
+    source_block,
+    suggest_listing,
+)
 from monitor.replica import Replica, ReplicaServer
+from scraper.extract import extract_listing
 from tests.conftest import CSTO_SELECTORS, FAST_SETTINGS
 from tests.sites import FeedSite, SiteServer, WordPressSite
 
@@ -152,3 +159,23 @@ def test_source_block_quotes_values_as_toml():
     parsed = tomllib.loads(source_block(result))["sources"][0]
     assert parsed["start_urls"] == ['https://x.test/?a=1&b="2"']
     assert parsed["selectors"] == {"item": 'div[class="x"]'}
+
+
+def test_suggested_selectors_of_a_page_with_a_base_href_find_the_detected_entries():
+    items = "".join(
+        f"<div class='item'><h3><a href='news/summit-story-{n}/'>Ministers met for summit talks"
+        f" number {n}</a></h3><span class='date'>0{n + 1}.04.2024</span></div>"
+        for n in range(4)
+    )
+    url = "http://x.test/en/news/"
+    page = HtmlResponse(
+        url,
+        body=f"<html><head><base href='/'></head><body><div class='list'>{items}</div></body>"
+        "</html>".encode(),
+    )
+    suggested = suggest_listing(page, url)
+    assert "link" in suggested
+    listing = extract_listing(page, url, Selectors(**suggested))
+    assert {entry.url for entry in listing.entries} == {
+        f"http://x.test/news/summit-story-{n}/" for n in range(4)
+    }

@@ -13,6 +13,7 @@ from scrapy.http import HtmlResponse
 from monitor.config import CSTO_SELECTORS, Selectors
 from monitor.replica import Article, Replica, date_words, route
 from scraper.extract import extract_article, extract_listing
+from scraper.feeds import discover_feeds
 from storage.normalize import canonical_url, clean_text, find_date, normalize_whitespace
 
 SITE = "http://csto.test"
@@ -179,6 +180,67 @@ def test_next_page_fallback_when_the_selector_matches_nothing():
 def test_next_page_on_another_site_is_ignored():
     page = hand_written("<body><a rel='next' href='https://elsewhere.test/news/?p=2'>Next</a>")
     assert extract_listing(page, page.url, NO_SELECTORS).next_page is None
+
+
+# -- <base href> -----------------------------------------------------------------------------------
+
+# A page under /en/ whose <base href> is the site root: "news/..." means /news/..., as browsers
+# read it, not /en/news/news/...
+BASED = f"{SITE}/en/news/"
+
+
+def based(body: str, base: str = "/") -> HtmlResponse:
+    return hand_written(f"<base href='{base}'></head><body>{body}</body>", url=BASED)
+
+
+def test_configured_listing_links_resolve_against_the_pages_base_href():
+    items = "".join(
+        f"<div class='news-item'><a class='news-title' href='news/story-{n}/'>Story {n}</a></div>"
+        for n in range(3)
+    )
+    listing = extract_listing(based(items), BASED, CSTO_SELECTORS)
+    assert [entry.url for entry in listing.entries] == [f"{SITE}/news/story-{n}/" for n in range(3)]
+
+
+def test_detected_listing_links_resolve_against_the_pages_base_href():
+    items = "".join(
+        f"<li><a href='news/summit-story-{n}/'>Ministers met for summit talks number {n}</a>"
+        f" <span>0{n + 1}.04.2024</span></li>"
+        for n in range(4)
+    )
+    listing = extract_listing(based(f"<ul>{items}</ul>"), BASED, NO_SELECTORS)
+    assert {entry.url for entry in listing.entries} == {
+        f"{SITE}/news/summit-story-{n}/" for n in range(4)
+    }
+
+
+def test_next_page_resolves_against_the_pages_base_href():
+    page = based("<a rel='next' href='news/?PAGEN_1=2'>Next</a>")
+    assert extract_listing(page, BASED, NO_SELECTORS).next_page == f"{SITE}/news/?PAGEN_1=2"
+
+
+def test_a_relative_base_href_is_itself_relative_to_the_page():
+    page = based("<a rel='next' href='?PAGEN_1=2'>Next</a>", base="../")
+    assert extract_listing(page, BASED, NO_SELECTORS).next_page == f"{SITE}/en/?PAGEN_1=2"
+
+
+def test_article_attachments_and_canonical_resolve_against_the_pages_base_href():
+    page = hand_written(
+        "<base href='/'><link rel='canonical' href='news/story/'></head>"
+        "<body><h1>T</h1><a href='upload/a.pdf'>a</a></body>",
+        url=f"{SITE}/en/news/story/",
+    )
+    fields = extract_article(page, page.url, NO_SELECTORS)
+    assert fields.attachments == [f"{SITE}/upload/a.pdf"]
+    assert fields.canonical == f"{SITE}/news/story/"
+
+
+def test_a_discovered_feed_resolves_against_the_pages_base_href():
+    page = hand_written(
+        "<base href='/'><link rel='alternate' type='application/rss+xml' href='news/rss/'></head>",
+        url=BASED,
+    )
+    assert discover_feeds(page, BASED) == [f"{SITE}/news/rss/"]
 
 
 # -- article title ---------------------------------------------------------------------------------
