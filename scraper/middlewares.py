@@ -14,7 +14,8 @@ The wait is an asyncio sleep on the reactor's loop: other requests keep flowing 
 the waiting request keeps the crawl open (it stays active in the downloader) until it is retried.
 A graceful stop (Ctrl-C, SIGTERM) cuts the wait short and gives up the retry.
 
-`OffsiteRedirectMiddleware` refuses HTTP redirects to another site. Scrapy's OffsiteMiddleware
+`OffsiteRedirectMiddleware` refuses redirects to another site, by HTTP status or by
+`<meta http-equiv="refresh">`. Scrapy's OffsiteMiddleware
 drops such a redirect silently (no errback, one DEBUG line per domain) and lets it through when
 the request has `dont_filter` (page 1 of a listing, revisits); this one fails the request with
 IgnoreRequest instead, so the spider's errback logs the URL and counts the error.
@@ -32,11 +33,11 @@ from urllib.parse import urljoin
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
-from scrapy.http import Request, Response
+from scrapy.http import HtmlResponse, Request, Response
 from scrapy.settings import BaseSettings
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.httpobj import urlparse_cached
-from scrapy.utils.response import response_status_message
+from scrapy.utils.response import get_meta_refresh, response_status_message
 from w3lib.url import safe_url_string
 
 logger = logging.getLogger(__name__)
@@ -157,16 +158,24 @@ class OffsiteRedirect(IgnoreRequest):
 
 
 class OffsiteRedirectMiddleware:
-    """Fail a request whose answer redirects off-site, before RedirectMiddleware follows it.
+    """Fail a request whose answer redirects off-site, before Scrapy's redirect middlewares
+    follow it: a 3xx Location, or a `<meta http-equiv="refresh">` that MetaRefreshMiddleware
+    would follow (same settings). Scrapy's offsite filter would drop the followed request
+    silently, and the article with it.
 
-    Sits just outside RedirectMiddleware (priority above 600: process_response runs from the
-    highest priority down), and applies Scrapy's offsite rule (an allowed domain or one of its
-    subdomains; no allowed_domains allows everything) to the resolved Location.
+    Sits just outside RedirectMiddleware and MetaRefreshMiddleware (priority above 600:
+    process_response runs from the highest priority down), and applies Scrapy's offsite rule (an
+    allowed domain or one of its subdomains; no allowed_domains allows everything) to the target.
     """
 
     def __init__(self, crawler: Any) -> None:
-        if not crawler.settings.getbool("REDIRECT_ENABLED"):
+        settings = crawler.settings
+        self.http_redirects = settings.getbool("REDIRECT_ENABLED")
+        self.meta_refresh = settings.getbool("METAREFRESH_ENABLED")
+        if not (self.http_redirects or self.meta_refresh):
             raise NotConfigured
+        self._ignore_tags: list[str] = settings.getlist("METAREFRESH_IGNORE_TAGS")
+        self._max_delay = settings.getfloat("METAREFRESH_MAXDELAY")
         self.crawler = crawler
         self._domains: list[str] | None = None
         self._regex: re.Pattern[str] | None = None
@@ -176,21 +185,31 @@ class OffsiteRedirectMiddleware:
         return cls(crawler)
 
     def process_response(self, request: Request, response: Response) -> Response:
-        if (
-            response.status not in REDIRECT_CODES
-            or b"Location" not in response.headers
-            or request.meta.get("dont_redirect", False)
-            or request.meta.get("allow_offsite", False)
-        ):
+        if request.meta.get("dont_redirect", False) or request.meta.get("allow_offsite", False):
             return response
-        target = redirect_target(request, response)
-        host = urlparse_cached(Request(target)).hostname if target else None
-        if target is None or host is None or self.allowed(host):
-            return response  # RedirectMiddleware decides (it ignores non-http(s) schemes)
+        if response.status in REDIRECT_CODES and b"Location" in response.headers:
+            if self.http_redirects:
+                self._refuse_offsite(redirect_target(request, response), f"HTTP {response.status}")
+        elif self.meta_refresh and isinstance(response, HtmlResponse) and request.method != "HEAD":
+            self._refuse_offsite(self._meta_refresh_target(response), "meta refresh")
+        return response
+
+    def _meta_refresh_target(self, response: HtmlResponse) -> str | None:
+        """Where MetaRefreshMiddleware would go (Scrapy caches the parse for it per response)."""
+        interval, url = get_meta_refresh(response, ignore_tags=self._ignore_tags)
+        return url if url and float(interval) < self._max_delay else None
+
+    def _refuse_offsite(self, target: str | None, how: str) -> None:
+        """Raise for a target on another site; the redirect middlewares decide the rest."""
+        if target is None:
+            return
+        host = urlparse_cached(Request(target)).hostname
+        if host is None or self.allowed(host):
+            return
         stats = getattr(self.crawler, "stats", None)
         if stats is not None:
             stats.inc_value("offsite/redirects_refused")
-        raise OffsiteRedirect(f"redirected off-site to {target} (HTTP {response.status})")
+        raise OffsiteRedirect(f"redirected off-site to {target} ({how})")
 
     def allowed(self, host: str) -> bool:
         spider = self.crawler.spider

@@ -354,6 +354,28 @@ def test_non_html_article_body_is_an_error(site, workspace, monkeypatch):
     assert_clean_stderr(run.result)
 
 
+def test_an_article_page_that_refreshes_to_another_site_is_an_error(site, workspace, monkeypatch):
+    workspace.write_config(replica_config(site))
+    moved = site.replica_en.article(9)
+    page = (
+        "<html><head><meta http-equiv='refresh' content='0; url=http://example.invalid/news/x/'>"
+        "</head><body>Moved.</body></html>"
+    )
+    _serve_instead(
+        monkeypatch,
+        article_path(moved),
+        lambda _: replica_module.Response(200, page.encode(), "text/html; charset=utf-8"),
+    )
+
+    run = crawl(workspace)
+
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    assert run.source("csto-en")["errors"] == 1, run.result.stderr[-3000:]
+    assert moved.slug not in stored_slugs(workspace)
+    assert "example.invalid" in run.result.stderr  # logged with where it led
+    assert_clean_stderr(run.result)
+
+
 def test_broken_html_is_still_read(site, workspace, monkeypatch):
     workspace.write_config(replica_config(site))
     broken = site.replica_en.article(11)
