@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 from lxml import etree
 from parsel import Selector
 
-from scraper.extract import Entry, link_base
+from scraper.extract import Entry, link_base, same_site
 from storage.normalize import (
     TEASER_HEADINGS,
     clean_text,
@@ -99,11 +99,6 @@ def is_non_article_url(url: str) -> bool:
     return any(key.lower() in NON_ARTICLE_PARAMS for key, _ in parse_qsl(parts.query))
 
 
-def _same_site(url: str, page_url: str) -> bool:
-    host = (urlsplit(url).hostname or "").removeprefix("www.")
-    return host == (urlsplit(page_url).hostname or "").removeprefix("www.")
-
-
 def _directory(path: str) -> str:
     return path if path.endswith("/") else path.rsplit("/", 1)[0] + "/"
 
@@ -158,7 +153,7 @@ def _links(page: Any, url: str) -> list[tuple[str, Any]]:
         if not href or href.startswith(("#", "javascript:", "mailto:", "tel:")):
             continue
         link = urljoin(base, href).split("#", 1)[0]
-        if not is_http_url(link) or not _same_site(link, url):
+        if not is_http_url(link) or not same_site(link, url):
             continue
         if is_pagination_url(link) or is_non_article_url(link):
             continue
@@ -332,7 +327,7 @@ def next_page(page: Any, url: str) -> str | None:
         title = (node.root.get("title") or node.root.get("aria-label") or "").strip().lower()
         if label in NEXT_LABELS or title in ("next", "next page", "следующая страница"):
             link = urljoin(base, node.root.get("href", "").strip())
-            if is_http_url(link) and _same_site(link, url) and link != url:
+            if is_http_url(link) and same_site(link, url) and link != url:
                 return link
     return numbered_next_page(selector, url)
 
@@ -369,7 +364,7 @@ def numbered_next_page(page: Any, url: str) -> str | None:
     for href in selector.xpath("//a/@href").getall():
         link = urljoin(base, href.strip()).split("#", 1)[0]
         found = _page_number(link)
-        if not found or not _same_site(link, url) or _without_page(link) != unpaged:
+        if not found or not same_site(link, url) or _without_page(link) != unpaged:
             continue
         if current and found[0] != current[0]:
             continue

@@ -178,7 +178,8 @@ class Listing:
     origin: dict[str, str] = field(default_factory=dict)  # field -> "selector" | "fallback"
 
 
-def _same_site(url: str, page_url: str) -> bool:
+def same_site(url: str, page_url: str) -> bool:
+    """One site: the same host, ignoring a leading `www.`."""
     host = (urlsplit(url).hostname or "").removeprefix("www.")
     return host == (urlsplit(page_url).hostname or "").removeprefix("www.")
 
@@ -204,7 +205,7 @@ def _article_link(href: str | None, base: str, page_url: str) -> str | None:
     if not href:
         return None
     url = urljoin(base, href.strip())
-    if not is_http_url(url) or not _same_site(url, page_url) or is_attachment(url):
+    if not is_http_url(url) or not same_site(url, page_url) or is_attachment(url):
         return None
     return url.split("#", 1)[0]
 
@@ -236,7 +237,7 @@ def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listi
 def _first_link(values: list[str], base: str, page_url: str) -> str | None:
     for value in values:
         link = urljoin(base, value.strip())
-        if is_http_url(link) and _same_site(link, page_url):
+        if is_http_url(link) and same_site(link, page_url):
             return link
     return None
 
