@@ -23,7 +23,7 @@ from scrapy.http import HtmlResponse
 
 from monitor.config import CSTO_SELECTORS, DEFAULT_SOURCES, ConfigError, Selectors, load_config
 from scraper import auto
-from scraper.extract import extract_article, link_base, select, text_of
+from scraper.extract import absolute_link, extract_article, link_base, select, text_of
 from storage.normalize import clean_text, find_date, normalize_whitespace
 
 LISTING_KEYS = ("item", "link", "title", "date", "summary", "next_page")
@@ -122,7 +122,7 @@ def _inner_selectors(containers: Any, candidates: list[auto.Candidate], url: str
     urls = [c.entry.url for c in candidates]
     base = link_base(anchor, url)  # as automatic detection resolved the links
     for option in link_options:
-        got = [_absolute(select(node, option).get(), base) for node in containers]
+        got = [_absolute(select(node, option).get(), base, url) for node in containers]
         if _agree(got, urls):
             found["link"] = option
             break
@@ -181,7 +181,7 @@ def _next_selector(selector: Selector, url: str, next_url: str) -> str | None:
     own, around = [], []
     base = link_base(selector, url)
     for node in selector.xpath("//a[@href]"):
-        if _absolute(node.root.get("href"), base) != next_url:
+        if _absolute(node.root.get("href"), base, url) != next_url:
             continue
         own += [f"{css}::attr(href)" for css in _css(node.root)[:-1]]
         parent = node.root.getparent()
@@ -189,7 +189,7 @@ def _next_selector(selector: Selector, url: str, next_url: str) -> str | None:
             around += [f"{css} a::attr(href)" for css in _css(parent)[:-1]]
     options = [*own, "a[rel~=next]::attr(href)", "link[rel~=next]::attr(href)", *around]
     for option in options:
-        if _absolute(select(selector, option).get(), base) == next_url:
+        if _absolute(select(selector, option).get(), base, url) == next_url:
             return option
     return None
 
@@ -262,10 +262,9 @@ def _body_selector(selector: Selector, body: str) -> str | None:
     return best if best_score >= 0.9 else None
 
 
-def _absolute(href: str | None, base: str) -> str | None:
-    from urllib.parse import urljoin
-
-    return urljoin(base, href.strip()).split("#", 1)[0] if href else None
+def _absolute(href: str | None, base: str, url: str) -> str | None:
+    link = absolute_link(href, base, url) if href else None
+    return link.split("#", 1)[0] if link else None
 
 
 def _agree(got: list[Any], wanted: list[Any]) -> bool:

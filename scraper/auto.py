@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from html import escape
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from lxml import etree
 from parsel import Selector
 
-from scraper.extract import Entry, link_base, same_site
+from scraper.extract import Entry, absolute_link, link_base, same_site
 from storage.normalize import (
     TEASER_HEADINGS,
     clean_text,
@@ -152,7 +152,10 @@ def _links(page: Any, url: str) -> list[tuple[str, Any]]:
         href = (node.root.get("href") or "").strip()
         if not href or href.startswith(("#", "javascript:", "mailto:", "tel:")):
             continue
-        link = urljoin(base, href).split("#", 1)[0]
+        link = absolute_link(href, base, url)
+        if link is None:
+            continue
+        link = link.split("#", 1)[0]
         if not is_http_url(link) or not same_site(link, url):
             continue
         if is_pagination_url(link) or is_non_article_url(link):
@@ -326,8 +329,8 @@ def next_page(page: Any, url: str) -> str | None:
         label = label.strip(" .:…›»→>").lower() or label.strip().lower()
         title = (node.root.get("title") or node.root.get("aria-label") or "").strip().lower()
         if label in NEXT_LABELS or title in ("next", "next page", "следующая страница"):
-            link = urljoin(base, node.root.get("href", "").strip())
-            if is_http_url(link) and same_site(link, url) and link != url:
+            link = absolute_link(node.root.get("href", ""), base, url)
+            if link is not None and is_http_url(link) and same_site(link, url) and link != url:
                 return link
     return numbered_next_page(selector, url)
 
@@ -362,7 +365,10 @@ def numbered_next_page(page: Any, url: str) -> str | None:
     base = link_base(selector, url)
     numbered: list[tuple[int, str]] = []
     for href in selector.xpath("//a/@href").getall():
-        link = urljoin(base, href.strip()).split("#", 1)[0]
+        link = absolute_link(href, base, url)
+        if link is None:
+            continue
+        link = link.split("#", 1)[0]
         found = _page_number(link)
         if not found or not same_site(link, url) or _without_page(link) != unpaged:
             continue

@@ -184,8 +184,12 @@ def same_site(url: str, page_url: str) -> bool:
     return host == (urlsplit(page_url).hostname or "").removeprefix("www.")
 
 
-# The first <base href> anywhere in the document, as browsers take it (not only in <head>).
-_BASE_HREFS = etree.XPath("//base/@href", smart_strings=False)
+# The first <base href> anywhere in the document, as browsers take it (not only in <head>), but
+# not one inside content that is not rendered as markup (noscript with scripts on, template, svg).
+_BASE_HREFS = etree.XPath(
+    "//base[@href][not(ancestor::noscript or ancestor::template or ancestor::svg)]/@href",
+    smart_strings=False,
+)
 
 
 def link_base(page: Any, url: str) -> str:
@@ -197,15 +201,30 @@ def link_base(page: Any, url: str) -> str:
     hrefs = _BASE_HREFS(root)
     if not hrefs:
         return url
-    base = urljoin(url, str(hrefs[0]).strip())
+    try:
+        base = urljoin(url, str(hrefs[0]).strip())
+    except ValueError:  # an unparseable base ("http://[x/") is ignored, as browsers do
+        return url
     return base if is_http_url(base) else url
+
+
+def absolute_link(href: str, base: str, page_url: str) -> str | None:
+    """An href resolved against the page's base; None when it cannot be parsed ("http://[x/"),
+    so one broken link does not cost the rest of the page. An empty or fragment-only href ("#",
+    "#top") names the page itself, as it always did here: a placeholder "#" next arrow must not
+    become a link to the base (often the site's home page)."""
+    href = href.strip()
+    try:
+        return urljoin(page_url if not href or href.startswith("#") else base, href)
+    except ValueError:
+        return None
 
 
 def _article_link(href: str | None, base: str, page_url: str) -> str | None:
     if not href:
         return None
-    url = urljoin(base, href.strip())
-    if not is_http_url(url) or not same_site(url, page_url) or is_attachment(url):
+    url = absolute_link(href, base, page_url)
+    if url is None or not is_http_url(url) or not same_site(url, page_url) or is_attachment(url):
         return None
     return url.split("#", 1)[0]
 
@@ -213,7 +232,9 @@ def _article_link(href: str | None, base: str, page_url: str) -> str | None:
 def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listing:
     origin: dict[str, str] = {}
     entries: list[Entry] = []
-    base = link_base(response, url)
+    # Only for configured selectors, which read newsmon's own parse of the page: automatic
+    # detection reads parsel's and finds the base there, so the page is not parsed twice.
+    base = link_base(response, url) if selectors.item or selectors.next_page else url
     if selectors.item:
         entries = _entries_from_selectors(response, url, base, selectors)
         origin["item"] = "selector" if entries else "fallback"
@@ -236,8 +257,8 @@ def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listi
 
 def _first_link(values: list[str], base: str, page_url: str) -> str | None:
     for value in values:
-        link = urljoin(base, value.strip())
-        if is_http_url(link) and same_site(link, page_url):
+        link = absolute_link(value, base, page_url)
+        if link is not None and is_http_url(link) and same_site(link, page_url):
             return link
     return None
 
@@ -378,7 +399,8 @@ def extract_article(response: Selector, url: str, selectors: Selectors) -> Artic
         body_html = article_body_fallback(response, title)
     canonical = (matches(response, "link[rel=canonical]::attr(href)") or [None])[0]
     if canonical and not is_http_url(canonical.strip()):  # relative: as the page's links resolve
-        canonical = urljoin(link_base(response, url), canonical.strip())
+        # An unparseable one stays as it is: prefer_canonical rejects it and keeps the page's URL.
+        canonical = absolute_link(canonical, link_base(response, url), url) or canonical
     return ArticleFields(
         title=title,
         date=date,
@@ -483,5 +505,7 @@ def _attachments(response: Selector, url: str) -> list[str]:
         return []
     hrefs = [href for href in _CONTENT_HREFS(root) if _may_be_document(href)]
     base = link_base(root, url)
-    links = (urljoin(base, href.strip()) for href in hrefs)
-    return list(dict.fromkeys(link for link in links if is_http_url(link) and is_attachment(link)))
+    links = (absolute_link(href, base, url) for href in hrefs)
+    return list(
+        dict.fromkeys(link for link in links if link and is_http_url(link) and is_attachment(link))
+    )

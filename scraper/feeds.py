@@ -20,7 +20,7 @@ from scrapy.utils.gz import gunzip, gzip_magic_number
 from scrapy.utils.sitemap import Sitemap
 from w3lib.url import safe_url_string
 
-from scraper.extract import Entry, link_base
+from scraper.extract import Entry, absolute_link, link_base
 from storage.normalize import clean_text, is_http_url, normalize_whitespace
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,10 @@ def discover_feeds(page: Any, url: str) -> list[str]:
         kind = (link.attrib.get("type") or "").split(";")[0].strip().lower()
         if kind not in FEED_TYPES[:2]:
             continue
-        href = safe_url_string(urljoin(base, link.attrib["href"].strip()))  # no raw controls
+        joined = absolute_link(link.attrib["href"], base, url)
+        if joined is None:
+            continue
+        href = safe_url_string(joined)  # no raw controls
         if is_http_url(href) and href not in [f for f, _ in found]:
             found.append((href, (link.attrib.get("title") or "").lower()))
     page_dir = urlsplit(url).path.rstrip("/") + "/"

@@ -14,10 +14,10 @@ The wait is an asyncio sleep on the reactor's loop: other requests keep flowing 
 the waiting request keeps the crawl open (it stays active in the downloader) until it is retried.
 A graceful stop (Ctrl-C, SIGTERM) cuts the wait short and gives up the retry.
 
-`OffsiteRedirectMiddleware` refuses redirects to another site, by HTTP status or by
-`<meta http-equiv="refresh">`. Scrapy's OffsiteMiddleware
-drops such a redirect silently (no errback, one DEBUG line per domain) and lets it through when
-the request has `dont_filter` (page 1 of a listing, revisits); this one fails the request with
+`OffsiteRedirectMiddleware` and `OffsiteMetaRefreshMiddleware` refuse redirects to another site,
+by HTTP status and by `<meta http-equiv="refresh">`. Scrapy's OffsiteMiddleware drops such a
+redirect silently (no errback, one DEBUG line per domain) and lets it through when
+the request has `dont_filter` (page 1 of a listing, revisits); these fail the request with
 IgnoreRequest instead, so the spider's errback logs the URL and counts the error.
 """
 
@@ -157,54 +157,19 @@ class OffsiteRedirect(IgnoreRequest):
     """A redirect to a host outside the spider's allowed_domains: not followed."""
 
 
-class OffsiteRedirectMiddleware:
-    """Fail a request whose answer redirects off-site, before Scrapy's redirect middlewares
-    follow it: a 3xx Location, or a `<meta http-equiv="refresh">` that MetaRefreshMiddleware
-    would follow (same settings). Scrapy's offsite filter would drop the followed request
-    silently, and the article with it.
-
-    Sits just outside RedirectMiddleware and MetaRefreshMiddleware (priority above 600:
-    process_response runs from the highest priority down), and applies Scrapy's offsite rule (an
-    allowed domain or one of its subdomains; no allowed_domains allows everything) to the target.
-    """
+class _OffsiteRule:
+    """Scrapy's offsite rule (an allowed domain or one of its subdomains; no allowed_domains
+    allows everything), applied to where a response redirects."""
 
     def __init__(self, crawler: Any) -> None:
-        settings = crawler.settings
-        self.http_redirects = settings.getbool("REDIRECT_ENABLED")
-        self.meta_refresh = settings.getbool("METAREFRESH_ENABLED")
-        if not (self.http_redirects or self.meta_refresh):
-            raise NotConfigured
-        self._ignore_tags: list[str] = settings.getlist("METAREFRESH_IGNORE_TAGS")
-        self._max_delay = settings.getfloat("METAREFRESH_MAXDELAY")
         self.crawler = crawler
         self._domains: list[str] | None = None
         self._regex: re.Pattern[str] | None = None
 
-    @classmethod
-    def from_crawler(cls, crawler: Any) -> OffsiteRedirectMiddleware:
-        return cls(crawler)
-
-    def process_response(self, request: Request, response: Response) -> Response:
-        if request.meta.get("dont_redirect", False) or request.meta.get("allow_offsite", False):
-            return response
-        if response.status in REDIRECT_CODES and b"Location" in response.headers:
-            if self.http_redirects:
-                self._refuse_offsite(redirect_target(request, response), f"HTTP {response.status}")
-        elif self.meta_refresh and isinstance(response, HtmlResponse) and request.method != "HEAD":
-            self._refuse_offsite(self._meta_refresh_target(response), "meta refresh")
-        return response
-
-    def _meta_refresh_target(self, response: HtmlResponse) -> str | None:
-        """Where MetaRefreshMiddleware would go (Scrapy caches the parse for it per response)."""
-        interval, url = get_meta_refresh(response, ignore_tags=self._ignore_tags)
-        return url if url and float(interval) < self._max_delay else None
-
-    def _refuse_offsite(self, target: str | None, how: str) -> None:
-        """Raise for a target on another site; the redirect middlewares decide the rest."""
-        if target is None:
-            return
-        host = urlparse_cached(Request(target)).hostname
-        if host is None or self.allowed(host):
+    def refuse_offsite(self, target: str | None, how: str) -> None:
+        """Raise OffsiteRedirect for a target on another site; anything else is left to Scrapy."""
+        host = urlparse_cached(Request(target)).hostname if target else None
+        if target is None or host is None or self.allowed(host):
             return
         stats = getattr(self.crawler, "stats", None)
         if stats is not None:
@@ -219,6 +184,76 @@ class OffsiteRedirectMiddleware:
             pattern = "|".join(re.escape(d) for d in domains)
             self._regex = re.compile(rf"^(.*\.)?({pattern})$") if domains else None
         return self._regex is None or bool(self._regex.search(host))
+
+
+def _redirects_allowed(request: Request) -> bool:
+    meta = request.meta
+    return not (meta.get("dont_redirect", False) or meta.get("allow_offsite", False))
+
+
+class OffsiteRedirectMiddleware(_OffsiteRule):
+    """Fail a request whose 3xx answer points off-site, before RedirectMiddleware follows it.
+
+    Sits just outside RedirectMiddleware (priority above 600: process_response runs from the
+    highest priority down).
+    """
+
+    def __init__(self, crawler: Any) -> None:
+        if not crawler.settings.getbool("REDIRECT_ENABLED"):
+            raise NotConfigured
+        super().__init__(crawler)
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> OffsiteRedirectMiddleware:
+        return cls(crawler)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        if (
+            response.status in REDIRECT_CODES
+            and b"Location" in response.headers
+            and _redirects_allowed(request)
+        ):
+            # A non-http(s) target is RedirectMiddleware's to ignore, unless it names another host.
+            self.refuse_offsite(redirect_target(request, response), f"HTTP {response.status}")
+        return response
+
+
+class OffsiteMetaRefreshMiddleware(_OffsiteRule):
+    """Fail a request whose page refreshes off-site (`<meta http-equiv="refresh">`), before
+    MetaRefreshMiddleware follows it: where and when it would (same settings, same parse,
+    which Scrapy caches per response).
+
+    Priority 585: after HttpCompressionMiddleware (590) has decompressed the body, before
+    MetaRefreshMiddleware (580).
+    """
+
+    def __init__(self, crawler: Any) -> None:
+        settings = crawler.settings
+        if not settings.getbool("METAREFRESH_ENABLED"):
+            raise NotConfigured
+        super().__init__(crawler)
+        self._ignore_tags: list[str] = settings.getlist("METAREFRESH_IGNORE_TAGS")
+        self._max_delay = settings.getfloat("METAREFRESH_MAXDELAY")
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> OffsiteMetaRefreshMiddleware:
+        return cls(crawler)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        if (
+            isinstance(response, HtmlResponse)
+            and request.method != "HEAD"
+            and _redirects_allowed(request)
+            and urlparse_cached(request).scheme in ("http", "https")
+        ):
+            interval, url = get_meta_refresh(response, ignore_tags=self._ignore_tags)
+            if (
+                url
+                and float(interval) < self._max_delay
+                and urlparse_cached(Request(url)).scheme in ("http", "https")
+            ):
+                self.refuse_offsite(url, "meta refresh")
+        return response
 
 
 def redirect_target(request: Request, response: Response) -> str | None:

@@ -46,6 +46,8 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "scraper.middlewares.RetryAfterMiddleware": 550,
     "scraper.middlewares.OffsiteRedirectMiddleware": 610,  # sees 3xx before RedirectMiddleware
+    # sees a decompressed page (590) before MetaRefreshMiddleware (580)
+    "scraper.middlewares.OffsiteMetaRefreshMiddleware": 585,
 }
 
 EXTENSIONS = {"scraper.progress.Progress": 500}

@@ -14,7 +14,13 @@ from monitor.config import CSTO_SELECTORS, Selectors
 from monitor.replica import Article, Replica, date_words, route
 from scraper.extract import extract_article, extract_listing
 from scraper.feeds import discover_feeds
-from storage.normalize import canonical_url, clean_text, find_date, normalize_whitespace
+from storage.normalize import (
+    canonical_url,
+    clean_text,
+    find_date,
+    normalize_whitespace,
+    prefer_canonical,
+)
 
 SITE = "http://csto.test"
 EN = Replica(articles=25, per_page=10)
@@ -233,6 +239,64 @@ def test_article_attachments_and_canonical_resolve_against_the_pages_base_href()
     fields = extract_article(page, page.url, NO_SELECTORS)
     assert fields.attachments == [f"{SITE}/upload/a.pdf"]
     assert fields.canonical == f"{SITE}/news/story/"
+
+
+def test_configured_next_page_resolves_against_the_pages_base_href():
+    page = based("<a class='modern-page-next' href='news/?PAGEN_1=2'>2</a>")
+    listing = extract_listing(page, BASED, CSTO_SELECTORS)
+    assert listing.next_page == f"{SITE}/news/?PAGEN_1=2"
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        pytest.param("<a href='news/?PAGEN_1=2'>Older posts</a>", id="label"),
+        pytest.param(
+            "<a href='news/?PAGEN_1=1'>1</a> <a href='news/?PAGEN_1=2'>2</a>", id="number"
+        ),
+    ],
+)
+def test_detected_next_page_resolves_against_the_pages_base_href(link):
+    # /news/ itself, whose pager links are written relative to the site root
+    page = hand_written(f"<base href='/'></head><body>{link}</body>", url=f"{SITE}/news/")
+    next_page = extract_listing(page, page.url, NO_SELECTORS).next_page
+    assert next_page == f"{SITE}/news/?PAGEN_1=2"
+
+
+@pytest.mark.parametrize(
+    "arrow",
+    [
+        "<a class='next' href='#'>›</a>",
+        "<a rel='next' href='#'>›</a>",
+        "<a href=''>Next</a>",
+        "<a href='#' title='Next'>→</a>",
+    ],
+)
+def test_a_placeholder_next_arrow_never_leads_to_the_base(arrow):
+    next_page = extract_listing(based(arrow), BASED, NO_SELECTORS).next_page
+    assert next_page in (None, BASED, f"{BASED}#")  # the page itself, as without a base
+
+
+def test_an_unparseable_link_costs_only_itself():
+    items = "".join(
+        f"<div class='news-item'><a class='news-title' href='{href}'>Ministers met in {href}</a>"
+        " <span>01.04.2024</span></div>"
+        for href in ("http://[broken/", "/news/story-1/", "/news/story-2/", "/news/story-3/")
+    )
+    for selectors in (CSTO_SELECTORS, NO_SELECTORS):
+        page = hand_written(f"</head><body>{items}<a rel='next' href='http://[x/'>Next</a></body>")
+        listing = extract_listing(page, page.url, selectors)
+        assert f"{SITE}/news/story-1/" in [entry.url for entry in listing.entries]
+
+
+def test_an_unparseable_canonical_keeps_the_article():
+    page = hand_written(
+        "<link rel='canonical' href='http://[broken/'></head><body><h1>T</h1><p>Body.</p></body>",
+        url=f"{SITE}/news/story/",
+    )
+    fields = extract_article(page, page.url, NO_SELECTORS)
+    assert fields.canonical == "http://[broken/"  # left for prefer_canonical, which ignores it
+    assert prefer_canonical(page.url, fields.canonical) == f"{SITE}/news/story/"
 
 
 def test_a_discovered_feed_resolves_against_the_pages_base_href():

@@ -6,6 +6,7 @@ request the English section logs, so the gap between a 503 and its retry is what
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import subprocess
@@ -354,17 +355,23 @@ def test_non_html_article_body_is_an_error(site, workspace, monkeypatch):
     assert_clean_stderr(run.result)
 
 
-def test_an_article_page_that_refreshes_to_another_site_is_an_error(site, workspace, monkeypatch):
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_an_article_page_that_refreshes_to_another_site_is_an_error(
+    site, workspace, monkeypatch, encoding
+):
     workspace.write_config(replica_config(site))
     moved = site.replica_en.article(9)
     page = (
-        "<html><head><meta http-equiv='refresh' content='0; url=http://example.invalid/news/x/'>"
-        "</head><body>Moved.</body></html>"
+        b"<html><head><meta http-equiv='refresh' content='0; url=http://example.invalid/news/x/'>"
+        b"</head><body>Moved.</body></html>"
     )
+    headers = {}
+    if encoding == "gzip":  # as most servers send it: read only once decompressed
+        page, headers = gzip.compress(page), {"Content-Encoding": "gzip"}
     _serve_instead(
         monkeypatch,
         article_path(moved),
-        lambda _: replica_module.Response(200, page.encode(), "text/html; charset=utf-8"),
+        lambda _: replica_module.Response(200, page, "text/html; charset=utf-8", headers),
     )
 
     run = crawl(workspace)
