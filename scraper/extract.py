@@ -298,7 +298,7 @@ def _entries_by_fallback(response: Selector, url: str) -> list[Entry]:
 def _entries_by_path(response: Selector, url: str) -> list[Entry]:
     """Links that repeat under one path prefix below the listing's path are the articles."""
     base_path = urlsplit(url).path.rstrip("/") + "/"
-    base = link_base(response, url)
+    base = link_base(_parsel(response), url)
     links: list[tuple[str, Selector]] = []
     for anchor in response.css("a[href]"):
         link = _article_link(anchor.attrib.get("href"), base, url)
@@ -352,8 +352,14 @@ def _dedupe(entries: list[Entry]) -> list[Entry]:
     return list(best.values())
 
 
+def _parsel(response: Any) -> Any:
+    """The parsel Selector the fallbacks read anyway (a response's is built once and cached), so
+    finding the base does not parse the page a second time with newsmon's own parser."""
+    return getattr(response, "selector", response)
+
+
 def next_page_fallback(response: Selector, url: str) -> str | None:
-    base = link_base(response, url)
+    base = link_base(_parsel(response), url)
     for href in response.css("a[rel~=next]::attr(href), link[rel~=next]::attr(href)").getall():
         link = _first_link([href], base, url)
         if link:

@@ -629,3 +629,19 @@ def test_a_page_a_fallback_read_first_is_not_parsed_again() -> None:
     page = article_page(EN, 5)
     parsed_by_a_fallback = page.selector.root
     assert page_root(page) is parsed_by_a_fallback
+
+
+def test_an_automatic_listing_is_parsed_by_parsel_alone(monkeypatch) -> None:
+    import scraper.extract as extract
+
+    own_parses = []
+    original = extract._parse_page
+    monkeypatch.setattr(extract, "_parse_page", lambda r: own_parses.append(r) or original(r))
+    items = "".join(f"<li><a href='news/s{n}/'>Ministers met for talks {n}</a></li>" for n in "123")
+    page = hand_written(
+        f"<base href='/'></head><body>{items}<a href='news/?PAGEN_1=2'>Next</a></body>",
+        url=f"{SITE}/news/",
+    )
+    listing = extract_listing(page, page.url, NO_SELECTORS)
+    assert listing.next_page == f"{SITE}/news/?PAGEN_1=2"
+    assert own_parses == []  # the base came from parsel's tree, which detection reads anyway
