@@ -246,12 +246,12 @@ class OffsiteMetaRefreshMiddleware(_OffsiteRule):
             and _redirects_allowed(request)
             and urlparse_cached(request).scheme in ("http", "https")
         ):
-            interval, url = get_meta_refresh(response, ignore_tags=self._ignore_tags)
-            if (
-                url
-                and float(interval) < self._max_delay
-                and urlparse_cached(Request(url)).scheme in ("http", "https")
-            ):
+            try:
+                interval, url = get_meta_refresh(response, ignore_tags=self._ignore_tags)
+                scheme = urlparse_cached(Request(url)).scheme if url else None
+            except ValueError:  # an unparseable target: MetaRefreshMiddleware's to deal with
+                return response
+            if url and float(interval) < self._max_delay and scheme in ("http", "https"):
                 self.refuse_offsite(url, "meta refresh")
         return response
 

@@ -544,3 +544,31 @@ def test_article_failed_on_a_deep_page_is_fetched_directly_by_the_next_check(sit
     assert listing_pages == []  # found without walking the listing again
     failed = list(workspace.db().query("select * from failed_articles"))
     assert failed == []
+
+
+@pytest.mark.parametrize(
+    ("target", "refused"),
+    [("http://elsewhere.test/x/", True), ("http://csto.test/b/", False), ("http://[x/", False)],
+)
+def test_a_meta_refresh_is_refused_only_when_it_leads_off_site(target, refused):
+    from scrapy import Spider
+    from scrapy.http import HtmlResponse
+    from scrapy.utils.test import get_crawler
+
+    from scraper.middlewares import OffsiteMetaRefreshMiddleware, OffsiteRedirect
+
+    class Site(Spider):
+        name = "site"
+        allowed_domains = ["csto.test"]
+
+    crawler = get_crawler(Site)
+    crawler.spider = Site()
+    middleware = OffsiteMetaRefreshMiddleware.from_crawler(crawler)
+    request = Request("http://csto.test/a/")
+    page = f"<html><head><meta http-equiv='refresh' content='0; url={target}'></head></html>"
+    response = HtmlResponse(request.url, body=page.encode(), request=request)
+    if refused:
+        with pytest.raises(OffsiteRedirect):
+            middleware.process_response(request, response)
+    else:  # same site, or unparseable: MetaRefreshMiddleware's to follow or ignore
+        assert middleware.process_response(request, response) is response
