@@ -26,13 +26,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from lxml import etree
 from parsel import Selector
 
-from scraper.extract import Entry, absolute_link, link_base, same_site
+from scraper.extract import Entry, absolute_link, link_base, same_site, site_link
 from storage.normalize import (
     TEASER_HEADINGS,
     clean_text,
     find_date,
     is_attachment,
-    is_http_url,
     normalize_whitespace,
 )
 
@@ -152,12 +151,10 @@ def _links(page: Any, url: str) -> list[tuple[str, Any]]:
         href = (node.root.get("href") or "").strip()
         if not href or href.startswith(("#", "javascript:", "mailto:", "tel:")):
             continue
-        link = absolute_link(href, base, url)
+        link = site_link(href, base, url)
         if link is None:
             continue
         link = link.split("#", 1)[0]
-        if not is_http_url(link) or not same_site(link, url):
-            continue
         if is_pagination_url(link) or is_non_article_url(link):
             continue
         if _is_section_index(urlsplit(link).path or "/", listing_path):
@@ -329,8 +326,8 @@ def next_page(page: Any, url: str) -> str | None:
         label = label.strip(" .:…›»→>").lower() or label.strip().lower()
         title = (node.root.get("title") or node.root.get("aria-label") or "").strip().lower()
         if label in NEXT_LABELS or title in ("next", "next page", "следующая страница"):
-            link = absolute_link(node.root.get("href", ""), base, url)
-            if link is not None and is_http_url(link) and same_site(link, url) and link != url:
+            link = site_link(node.root.get("href", ""), base, url)
+            if link is not None and link != url:
                 return link
     return numbered_next_page(selector, url)
 

@@ -220,11 +220,15 @@ def absolute_link(href: str, base: str, page_url: str) -> str | None:
         return None
 
 
+def site_link(href: str, base: str, page_url: str) -> str | None:
+    """An href resolved as absolute_link does, when it is an http(s) link on the page's site."""
+    link = absolute_link(href, base, page_url)
+    return link if link is not None and is_http_url(link) and same_site(link, page_url) else None
+
+
 def _article_link(href: str | None, base: str, page_url: str) -> str | None:
-    if not href:
-        return None
-    url = absolute_link(href, base, page_url)
-    if url is None or not is_http_url(url) or not same_site(url, page_url) or is_attachment(url):
+    url = site_link(href, base, page_url) if href else None
+    if url is None or is_attachment(url):
         return None
     return url.split("#", 1)[0]
 
@@ -257,8 +261,7 @@ def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listi
 
 def _first_link(values: list[str], base: str, page_url: str) -> str | None:
     for value in values:
-        link = absolute_link(value, base, page_url)
-        if link is not None and is_http_url(link) and same_site(link, page_url):
+        if link := site_link(value, base, page_url):
             return link
     return None
 

@@ -29,7 +29,7 @@ import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
@@ -168,8 +168,8 @@ class _OffsiteRule:
 
     def refuse_offsite(self, target: str | None, how: str) -> None:
         """Raise OffsiteRedirect for a target on another site; anything else is left to Scrapy."""
-        host = urlparse_cached(Request(target)).hostname if target else None
-        if target is None or host is None or self.allowed(host):
+        host = urlsplit(safe_url_string(target)).hostname if target else None  # IDNA, as Request
+        if host is None or self.allowed(host):
             return
         stats = getattr(self.crawler, "stats", None)
         if stats is not None:
@@ -248,7 +248,7 @@ class OffsiteMetaRefreshMiddleware(_OffsiteRule):
         ):
             try:
                 interval, url = get_meta_refresh(response, ignore_tags=self._ignore_tags)
-                scheme = urlparse_cached(Request(url)).scheme if url else None
+                scheme = urlsplit(url).scheme if url else None
             except ValueError:  # an unparseable target: MetaRefreshMiddleware's to deal with
                 return response
             if url and float(interval) < self._max_delay and scheme in ("http", "https"):
