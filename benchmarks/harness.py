@@ -39,15 +39,22 @@ def log(message: str) -> None:
 
 @dataclass
 class Measured:
-    """One child process: wall time (s), its own peak RSS (MB), CPU time, exit code, output."""
+    """One child process: wall time (s), peak memory (MB), CPU time, exit code, output.
+
+    `peak_mb` is the largest RSS of the child or any process it waited for (wait4's figure);
+    `peak_tree_mb` the largest sum of PSS over the child and its descendants, sampled every
+    SAMPLE_SECONDS: what a command costs in memory when it runs more than one process (newsmon's
+    page worker), shared pages counted once.
+    """
 
     command: list[str]
     wall: float
     peak_mb: float
-    cpu: float  # user + system seconds
+    cpu: float  # user + system seconds, the processes it waited for included
     returncode: int
     stdout: str
     stderr: str
+    peak_tree_mb: float = 0.0
 
     def check(self, allowed: Iterable[int] = (0,)) -> Measured:
         if self.returncode not in tuple(allowed):
@@ -92,6 +99,7 @@ def run_measured(command: Sequence[str], cwd: Path, timeout: float = 1800) -> Me
 
         reaper = threading.Thread(target=reap, daemon=True)
         reaper.start()
+        peak_tree = _sample_tree_pss(proc.pid, reaper, timeout)
         reaper.join(timeout)
         if reaper.is_alive():
             proc.kill()
@@ -107,7 +115,45 @@ def run_measured(command: Sequence[str], cwd: Path, timeout: float = 1800) -> Me
             proc.returncode,
             out.read().decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
+            peak_tree,
         )
+
+
+SAMPLE_SECONDS = 0.05
+
+
+def _sample_tree_pss(pid: int, running: threading.Thread, timeout: float) -> float:
+    """The largest PSS sum (MB) of `pid` and its descendants while `running` is alive."""
+    peak, deadline = 0.0, time.monotonic() + timeout
+    while running.is_alive() and time.monotonic() < deadline:
+        peak = max(peak, sum(_pss_mb(member) for member in _process_tree(pid)))
+        running.join(SAMPLE_SECONDS)
+    return peak
+
+
+def _process_tree(pid: int) -> list[int]:
+    members, queue = [], [pid]
+    while queue:
+        member = queue.pop()
+        members.append(member)
+        try:
+            for task in os.listdir(f"/proc/{member}/task"):
+                with open(f"/proc/{member}/task/{task}/children", encoding="ascii") as children:
+                    queue.extend(int(child) for child in children.read().split())
+        except OSError:  # gone meanwhile
+            continue
+    return members
+
+
+def _pss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:  # gone meanwhile, or a kernel without smaps_rollup (before 4.14)
+        pass
+    return 0.0
 
 
 def newsmon(config: Path, *args: str) -> list[str]:

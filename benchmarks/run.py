@@ -143,7 +143,7 @@ class Bench:
             command = bare_spider("-a", f"start_url={url}", "-a", f"extract={extract}", *flags)
             m = run_measured(command, bare_dir).check()
             runs[kind].append((m, server.traffic()))
-            log(f"  {kind} bare spider: {m.wall:.2f} s, {m.peak_mb:.0f} MB")
+            log(f"  {kind} bare spider: {m.wall:.2f} s, {m.peak_tree_mb:.0f} MB PSS")
 
         def run_newsmon(i: int) -> None:
             folder = self.work / f"backfill-{i}"
@@ -155,7 +155,7 @@ class Bench:
                 raise RuntimeError(f"backfill stored {stored} articles, expected {n}")
             runs["newsmon"].append((m, server.traffic()))
             self.baseline_config = config
-            log(f"  newsmon crawl --full: {m.wall:.2f} s, {m.peak_mb:.0f} MB")
+            log(f"  newsmon crawl --full: {m.wall:.2f} s, {m.peak_tree_mb:.0f} MB PSS")
 
         log(f"backfill: {n} articles, {self.args.repeats} alternated runs each")
         for i in range(self.args.repeats):
@@ -164,6 +164,7 @@ class Bench:
                 step()
         wall = {k: median([m.wall for m, _ in v]) for k, v in runs.items()}
         peak = {k: median([m.peak_mb for m, _ in v]) for k, v in runs.items()}
+        tree = {k: median([m.peak_tree_mb for m, _ in v]) for k, v in runs.items()}
         cpu = {k: median([m.cpu for m, _ in v]) for k, v in runs.items()}
         reqs = {k: median([t.requests for _, t in v]) for k, v in runs.items()}
         area = f"backfill, {n:,} articles"
@@ -192,12 +193,19 @@ class Bench:
         )
         self.add(
             area,
-            "peak RSS",
+            "peak memory, PSS of the process and its children (newsmon's page worker)",
+            fmt(tree["newsmon"], "MB", 0),
+            fmt(tree["bare"], "MB", 0),
+            ratio(tree["newsmon"], tree["bare"]),
+            "≤ 1.5x",
+            tree["newsmon"] <= 1.5 * tree["bare"],
+        )
+        self.add(
+            area,
+            "peak RSS of the largest process",
             fmt(peak["newsmon"], "MB", 0),
             fmt(peak["bare"], "MB", 0),
             ratio(peak["newsmon"], peak["bare"]),
-            "≤ 1.5x",
-            peak["newsmon"] <= 1.5 * peak["bare"],
         )
         self.add(
             area,
@@ -210,7 +218,13 @@ class Bench:
         )
         self.raw["backfill"] = {
             k: [
-                {"wall": m.wall, "cpu": m.cpu, "peak_mb": m.peak_mb, "requests": t.requests}
+                {
+                    "wall": m.wall,
+                    "cpu": m.cpu,
+                    "peak_mb": m.peak_mb,
+                    "peak_tree_mb": m.peak_tree_mb,
+                    "requests": t.requests,
+                }
                 for m, t in v
             ]
             for k, v in runs.items()

@@ -7,19 +7,19 @@ configured selector stopped matching even while the fallback still finds the con
 from __future__ import annotations
 
 import re
+import sys
 import weakref
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 from lxml import etree
 from lxml import html as lxml_html
 from parsel import Selector, SelectorList
 from parsel.csstranslator import HTMLTranslator
-from scrapy.http import HtmlResponse, TextResponse
 
 from monitor.config import Selectors
 from storage.normalize import (
@@ -29,6 +29,9 @@ from storage.normalize import (
     is_http_url,
     normalize_whitespace,
 )
+
+if TYPE_CHECKING:
+    from scrapy.http import HtmlResponse, TextResponse
 
 NEXT_LINK_TEXTS = {
     "next", "next page", "older", "older posts", "older entries", "»", "›", ">", ">>",
@@ -97,12 +100,37 @@ _PAGE_PARSER = lxml_html.HTMLParser(recover=True, encoding="utf-8", huge_tree=Tr
 _PAGE_TREES: weakref.WeakKeyDictionary[TextResponse, etree._Element] = weakref.WeakKeyDictionary()
 
 
+class HtmlPage:
+    """An HTML page outside Scrapy (the page worker reads pages without importing it): what
+    extraction reads of a response, its URL and text, its tree parsed once as a response's is,
+    and a parsel Selector over that tree for the fallbacks."""
+
+    def __init__(self, url: str, text: str) -> None:
+        self.url, self.text = url, text
+
+    @cached_property
+    def root(self) -> etree._Element:
+        return _parse_text(self.text, self.url)
+
+    @cached_property
+    def selector(self) -> Selector:
+        return Selector(root=self.root, type="html")
+
+    def css(self, query: str) -> SelectorList:
+        return self.selector.css(query)
+
+    def xpath(self, query: str, **kwargs: Any) -> SelectorList:
+        return self.selector.xpath(query, **kwargs)
+
+
 def page_root(node: Any) -> Any:
     """The lxml root of a response (an HTML one parsed once) or of a parsel Selector; an element,
     and any other match (a string, a number), as it is."""
     if isinstance(node, etree._Element):
         return node
-    if isinstance(node, HtmlResponse):
+    if isinstance(node, HtmlPage):
+        return node.root
+    if _is_html_response(node):
         root = _PAGE_TREES.get(node)
         if root is None:
             root = _PAGE_TREES[node] = _parse_page(node)
@@ -111,14 +139,24 @@ def page_root(node: Any) -> Any:
     return getattr(selector, "root", selector)
 
 
+def _is_html_response(node: Any) -> bool:
+    """A Scrapy HtmlResponse, asked without importing Scrapy: none exists before it is imported."""
+    http = sys.modules.get("scrapy.http")
+    return http is not None and isinstance(node, http.HtmlResponse)
+
+
 def _parse_page(response: HtmlResponse) -> etree._Element:
     built = getattr(response, "_cached_selector", None)  # Scrapy's, if a fallback made it first
     if built is not None:
         return built.root
-    body = response.text.strip().replace("\x00", "").encode("utf-8") or b"<html/>"
-    root = etree.fromstring(body, parser=_PAGE_PARSER, base_url=response.url)
+    return _parse_text(response.text, response.url)
+
+
+def _parse_text(text: str, url: str) -> etree._Element:
+    body = text.strip().replace("\x00", "").encode("utf-8") or b"<html/>"
+    root = etree.fromstring(body, parser=_PAGE_PARSER, base_url=url)
     if root is None:
-        root = etree.fromstring(b"<html/>", parser=_PAGE_PARSER, base_url=response.url)
+        root = etree.fromstring(b"<html/>", parser=_PAGE_PARSER, base_url=url)
     return root
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -25,6 +26,9 @@ class ArticleItem:
     article_id: int | None = None  # set when a stored article is re-fetched for edits
     etag: str | None = None
     last_modified: str | None = None
+    # The pipeline's normalized form, when the page worker computed it with the item
+    # (scraper/workers.py); NormalizePipeline then only checks it.
+    normalized: dict[str, Any] | None = None
 
 
 @dataclass

@@ -7,51 +7,12 @@ from typing import Any
 
 from scrapy.exceptions import DropItem
 
+from scraper.article import normalize_article
 from scraper.items import ArticleItem, RemovedItem
-from storage.normalize import (
-    clean_content_hash,
-    clean_text,
-    find_date,
-    normalize_whitespace,
-    parse_date,
-    prefer_canonical,
-    section_from_url,
-)
+
+__all__ = ["NormalizePipeline", "StorePipeline", "normalize_article"]
 
 logger = logging.getLogger(__name__)
-
-
-def _date(text: str | None, languages: list[str] | None) -> str | None:
-    """A date field may hold just the date or a label around it ("Published: 06.04.2022")."""
-    return parse_date(text, languages) or find_date(text, languages)
-
-
-def normalize_article(item: ArticleItem) -> dict[str, Any]:
-    """The stored form of an article: canonical URL, ISO date, clean text and content hash."""
-    url = prefer_canonical(item.url, item.canonical)
-    title = normalize_whitespace(item.title or item.listing_title)
-    body = clean_text(item.body_html) if item.body_html else ""
-    languages = [item.language] if item.language else None
-    published = _date(item.date_text, languages) or _date(item.listing_date, languages)
-    if published is None:
-        logger.warning("%s: no parseable date on %s (%r)", item.source, url, item.date_text)
-    return {
-        "source": item.source,
-        "url": url,
-        "title": title or None,
-        "published": published,
-        "summary": normalize_whitespace(item.summary) or None,
-        "body": body,
-        "language": item.language,
-        "section": section_from_url(url),
-        "attachments": item.attachments,
-        "content_hash": clean_content_hash(title, body),
-        "fetched_at": item.fetched_at,
-        "article_id": item.article_id,
-        "alias": item.listing_url if item.listing_url != url else None,
-        "etag": item.etag,
-        "last_modified": item.last_modified,
-    }
 
 
 class NormalizePipeline:
@@ -67,7 +28,7 @@ class NormalizePipeline:
     def process_item(self, item: Any) -> Any:
         if not isinstance(item, ArticleItem):
             return item
-        article = normalize_article(item)
+        article = item.normalized or normalize_article(item)
         problem = _unusable(item, article)
         if problem:
             run = self.crawler.spider.session.runs[item.source]

@@ -68,6 +68,14 @@ WARN_ON_GENERATOR_RETURN_VALUE = False
 STORE_BATCH_SIZE = 250
 STORE_BATCH_SECONDS = 2.0
 
+# Article pages are read (parsed, extracted, normalized) in a forked second process once a crawl
+# has read NEWSMON_PAGE_WORKER_AFTER of them itself (scraper/workers.py): a backfill then uses two
+# cores. A worker that does not answer a page within NEWSMON_PAGE_WORKER_TIMEOUT seconds is
+# stopped, and pages are read in the crawl's own process again.
+NEWSMON_PAGE_WORKER = True
+NEWSMON_PAGE_WORKER_AFTER = 20
+NEWSMON_PAGE_WORKER_TIMEOUT = 60.0
+
 ITEM_PIPELINES = {
     "scraper.pipelines.NormalizePipeline": 100,
     "scraper.pipelines.StorePipeline": 300,

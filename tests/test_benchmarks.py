@@ -1,6 +1,6 @@
 """The benchmark keeps working: `python benchmarks/run.py --quick` runs every scenario at a tiny
 size and prints every row of its table. Nothing here is about time (figures vary from machine to
-machine and run to run); the full run and its targets are in benchmarks/README.md.
+machine and run to run); the full run and its targets are in the README, under Performance.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ EXPECTED_ROWS = [
     ("backfill", "wall time, `crawl --full`"),
     ("backfill", "wall time, bare spider that also extracts"),
     ("backfill", "CPU time"),
+    ("backfill", "peak memory, PSS"),
     ("backfill", "peak RSS"),
     ("backfill", "requests"),
     ("unchanged tick", "requests"),

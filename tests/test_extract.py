@@ -10,9 +10,10 @@ from __future__ import annotations
 import pytest
 from scrapy.http import HtmlResponse
 
-from monitor.config import CSTO_SELECTORS, Selectors
+from monitor.config import CSTO_SELECTORS, Selectors, SourceConfig
 from monitor.replica import Article, Replica, date_words, route
-from scraper.extract import extract_article, extract_listing
+from scraper.article import normalize_article, page_reader, read_article
+from scraper.extract import HtmlPage, extract_article, extract_listing
 from scraper.feeds import discover_feeds
 from storage.normalize import (
     canonical_url,
@@ -645,3 +646,47 @@ def test_an_automatic_listing_is_parsed_by_parsel_alone(monkeypatch) -> None:
     listing = extract_listing(page, page.url, NO_SELECTORS)
     assert listing.next_page == f"{SITE}/news/?PAGEN_1=2"
     assert own_parses == []  # the base came from parsel's tree, which detection reads anyway
+
+
+# -- outside Scrapy (the page worker) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("selectors", [CSTO_SELECTORS, NO_SELECTORS], ids=["configured", "none"])
+@pytest.mark.parametrize("rep", [EN, RU], ids=["en", "ru"])
+def test_an_html_page_outside_scrapy_extracts_as_its_response_does(
+    rep: Replica, selectors: Selectors
+) -> None:
+    prefix = "/ru" if rep.language == "ru" else ""
+    for response in (served(rep, f"{prefix}/news/"), served(rep, f"{prefix}/news/?PAGEN_1=2")):
+        page = HtmlPage(response.url, response.text)
+        assert extract_listing(page, response.url, selectors) == extract_listing(
+            response, response.url, selectors
+        )
+    for article_id in (1, 7, rep.initial):
+        response = article_page(rep, article_id)
+        page = HtmlPage(response.url, response.text)
+        assert extract_article(page, response.url, selectors) == extract_article(
+            response, response.url, selectors
+        )
+
+
+def test_the_page_workers_reader_gives_the_item_the_spider_would_normalize() -> None:
+    config = SourceConfig("csto-ru", (SITE + "/ru/news/",), "ru", CSTO_SELECTORS)
+    response = article_page(RU, 3)
+    meta = {"canonical": response.url}
+    validators = {"etag": '"1"', "last_modified": None}
+    here, origin = read_article(response, response.url, "csto-ru", config, meta, validators, "t")
+    page = {
+        "kind": "article",
+        "source": "csto-ru",
+        "url": response.url,
+        "encoding": response.encoding,
+        "body": response.body,  # windows-1251, as the replica's Russian section serves it
+        "meta": meta,
+        "validators": validators,
+        "fetched_at": "t",
+    }
+    there, there_origin = page_reader({"csto-ru": config})(page)
+    assert there.normalized == normalize_article(here)
+    assert there_origin == origin
+    assert there.body_html is None  # the worker sends back only the normalized text

@@ -10,7 +10,7 @@ sections are checked at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,10 +21,12 @@ from twisted.python.failure import Failure
 
 from monitor.config import Config, ConfigError, load_config
 from scraper import feeds
+from scraper.article import read_article
 from scraper.auto import is_non_article_url, url_shape
-from scraper.extract import Entry, extract_article, extract_listing
+from scraper.extract import Entry, Listing, extract_listing
 from scraper.items import ArticleItem, RemovedItem
 from scraper.session import CrawlSession, SourceRun
+from scraper.workers import PageWorker, WorkerUnavailable
 from storage.archive import utc_now
 from storage.normalize import canonical_url
 
@@ -90,6 +92,14 @@ class NewsSpider(scrapy.Spider):
                 alert_first
             ).lower() in ("1", "true", "yes")
         self.session = CrawlSession(config, self.mode, alert_on_first_run=alert_first)
+        # A page worker starts after this many article pages (never, when disabled): a tick that
+        # reads a few pages does not fork for them.
+        self.article_pages = 0
+        self.page_worker: PageWorker | bool | None = None  # False: disabled or cannot start
+        if not settings.getbool("NEWSMON_PAGE_WORKER", True):
+            self.page_worker = False
+        self.page_worker_after = settings.getint("NEWSMON_PAGE_WORKER_AFTER", 20)
+        self.page_worker_timeout = settings.getfloat("NEWSMON_PAGE_WORKER_TIMEOUT", 60.0)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -160,11 +170,30 @@ class NewsSpider(scrapy.Spider):
 
     # -- listing pages ----------------------------------------------------------------------
 
-    def parse_listing(self, response: Response) -> Iterable[Any]:
+    def parse_listing(self, response: Response) -> Iterable[Any] | Coroutine[Any, Any, list[Any]]:
+        """Requests for the page's new entries and its next page. Once the page worker is ready,
+        it reads the page (a coroutine awaits it); never for an automatic source's first page,
+        whose feed is looked for in the response."""
         run = self._listing_run(response, html=True)
         if run is None:
-            return
+            return []
+        first_automatic = run.config.automatic and response.meta["page"] == 1
+        if self.page_worker and self.page_worker.ready and not first_automatic:
+            return self._listing_in_worker(run, response)
         listing = extract_listing(response, response.url, run.config.selectors)
+        return self._follow_listing(run, response, listing)
+
+    async def _listing_in_worker(self, run: SourceRun, response: HtmlResponse) -> list[Any]:
+        try:
+            assert self.page_worker
+            listing = await self.page_worker.run(_page(run, response, kind="listing"))
+        except WorkerUnavailable:
+            listing = extract_listing(response, response.url, run.config.selectors)
+        return list(self._follow_listing(run, response, listing))
+
+    def _follow_listing(
+        self, run: SourceRun, response: Response, listing: Listing
+    ) -> Iterable[Any]:
         self._note_fallbacks(run, listing.origin, response.url)
         fresh = self._fresh_entries(run, response, listing.entries)
         if fresh is None:  # Bitrix repeats its last page past the end
@@ -331,46 +360,57 @@ class NewsSpider(scrapy.Spider):
 
     # -- article pages ----------------------------------------------------------------------
 
-    def parse_article(self, response: Response) -> Iterable[Any]:
+    def parse_article(self, response: Response) -> list[Any] | Coroutine[Any, Any, list[Any]]:
+        """The page's item; once the page worker is in use, a coroutine that awaits it (Scrapy
+        awaits either). Not an async generator: Scrapy passes those through every spider
+        middleware's async path, which costs more than the page's whole trip to the worker."""
         meta = response.meta
         run = self.session.runs[meta["source"]]
         run.counts["requests"] += 1
         if meta.get("revisit") and response.status in (404, 410):
-            yield RemovedItem(run.name, meta["article_id"], response.url, response.status)
-            return
+            return [RemovedItem(run.name, meta["article_id"], response.url, response.status)]
         if meta.get("revisit") and response.status == 304:
             run.counts["unchanged"] += 1
             self.session.archive.mark_checked(meta["article_id"], **_validators(response))
-            return
+            return []
         if response.status >= 400 or not isinstance(response, HtmlResponse):
             run.counts["errors"] += 1
             self.logger.warning("%s: article %s: %s", run.name, response.url, _describe(response))
             if not meta.get("revisit"):
                 run.article_failed(response.request.url, _describe(response))
-            return
-        yield self._article_item(run, response)
+            return []
+        self.article_pages += 1
+        if self.page_worker is not False and self.article_pages > self.page_worker_after:
+            return self._read_in_worker(run, response)
+        return [self._item(run, response, *self._read_here(run, response))]
 
-    def _article_item(self, run: SourceRun, response: HtmlResponse) -> ArticleItem:
-        fields = extract_article(response, response.url, run.config.selectors)
-        self._note_fallbacks(run, fields.origin, response.url)
-        entry = response.meta.get("entry")
-        return ArticleItem(
-            source=run.name,
-            url=response.url,
-            language=run.config.language,
-            title=fields.title,
-            date_text=fields.date,
-            listing_title=entry.title if entry else None,
-            listing_date=entry.date if entry else None,
-            summary=entry.summary if entry else None,
-            body_html=fields.body_html,
-            canonical=fields.canonical,
-            attachments=fields.attachments,
-            fetched_at=utc_now(),
-            listing_url=response.meta.get("canonical"),
-            article_id=response.meta.get("article_id"),
-            **_validators(response),
+    def _read_here(self, run: SourceRun, response: HtmlResponse) -> tuple[ArticleItem, Any]:
+        meta = response.meta
+        validators = _validators(response)
+        return read_article(
+            response, response.url, run.name, run.config, meta, validators, utc_now()
         )
+
+    async def _read_in_worker(self, run: SourceRun, response: HtmlResponse) -> list[Any]:
+        """The page read by the page worker (scraper/workers.py), or here until it is ready
+        and whenever it cannot answer."""
+        if self.page_worker is None:
+            sources = {source.name: source for source in self.sources}
+            worker = PageWorker("scraper.article:page_reader", sources, self.page_worker_timeout)
+            self.page_worker = worker if await worker.start() else False
+        try:
+            if not self.page_worker:
+                raise WorkerUnavailable("no page worker")
+            found = await self.page_worker.run(_page(run, response))
+        except WorkerUnavailable:
+            found = self._read_here(run, response)
+        return [self._item(run, response, *found)]
+
+    def _item(
+        self, run: SourceRun, response: Response, item: ArticleItem, origin: dict[str, str]
+    ) -> ArticleItem:
+        self._note_fallbacks(run, origin, response.url)
+        return item
 
     def article_failed(self, failure: Failure) -> None:
         request = failure.request
@@ -385,11 +425,30 @@ class NewsSpider(scrapy.Spider):
     # -- end --------------------------------------------------------------------------------
 
     def closed(self, reason: str) -> None:
+        if isinstance(self.page_worker, PageWorker):
+            self.page_worker.close()
         try:
             self.summaries = self.session.finish()
             self.crawler.stats.set_value("newsmon/summaries", self.summaries)
         finally:
             self.session.close()
+
+
+def _page(run: SourceRun, response: HtmlResponse, kind: str = "article") -> dict[str, Any]:
+    """What the page worker reads a response from: its bytes with the encoding Scrapy decoded
+    them with (MetaRefreshMiddleware has read the text already), and the request's meta and the
+    headers that an article's item takes."""
+    meta = response.meta
+    return {
+        "kind": kind,
+        "source": run.name,
+        "url": response.url,
+        "encoding": response.encoding,
+        "body": response.body,
+        "meta": {key: meta[key] for key in ("entry", "canonical", "article_id") if key in meta},
+        "validators": _validators(response),
+        "fetched_at": utc_now(),
+    }
 
 
 def _listing_urls(source: Any) -> list[str]:
