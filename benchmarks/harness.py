@@ -124,6 +124,8 @@ SAMPLE_SECONDS = 0.05
 
 def _sample_tree_pss(pid: int, running: threading.Thread, timeout: float) -> float:
     """The largest PSS sum (MB) of `pid` and its descendants while `running` is alive."""
+    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):  # CONFIG_PROC_CHILDREN unset
+        log("warning: no /proc/PID/task/TID/children here: peak PSS counts the main process only")
     peak, deadline = 0.0, time.monotonic() + timeout
     while running.is_alive() and time.monotonic() < deadline:
         peak = max(peak, sum(_pss_mb(member) for member in _process_tree(pid)))

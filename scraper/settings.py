@@ -68,9 +68,10 @@ WARN_ON_GENERATOR_RETURN_VALUE = False
 STORE_BATCH_SIZE = 250
 STORE_BATCH_SECONDS = 2.0
 
-# Article pages are read (parsed, extracted, normalized) in a forked second process once a crawl
-# has read NEWSMON_PAGE_WORKER_AFTER of them itself (scraper/workers.py): a backfill then uses two
-# cores. A worker that does not answer a page within NEWSMON_PAGE_WORKER_TIMEOUT seconds is
+# Pages are read (parsed, extracted, normalized) by a second process, a Scrapy-free interpreter,
+# once a crawl has read NEWSMON_PAGE_WORKER_AFTER article pages itself (scraper/workers.py): a
+# backfill then uses two cores. It reads article pages, and listing pages once it is ready. A
+# worker that answers nothing for NEWSMON_PAGE_WORKER_TIMEOUT seconds while pages wait is
 # stopped, and pages are read in the crawl's own process again.
 NEWSMON_PAGE_WORKER = True
 NEWSMON_PAGE_WORKER_AFTER = 20

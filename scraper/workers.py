@@ -67,10 +67,15 @@ class PageWorker:
         self._pending: dict[int, tuple[asyncio.Future[Any], float]] = {}
         self._keys = itertools.count()
         self._watchdog: asyncio.TimerHandle | None = None
+        self.stopped = False  # started once and gone since: failed to start, died, closed
+        self._last_answer = 0.0
 
     async def start(self) -> bool:
         """Start the worker; False (and a log line) when it cannot be started. Pages sent before
         it is ready are refused (WorkerUnavailable), not queued."""
+        if os.name != "posix" or not sys.executable:
+            self.stopped = True
+            return False
         parent, child = socket.socketpair()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")))
@@ -86,16 +91,21 @@ class PageWorker:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        except (OSError, ValueError) as exc:  # ValueError: no pass_fds on this system
-            parent.close()
-            logger.warning("could not start a page worker (%s); reading pages in-process", exc)
-            return False
-        finally:
             child.close()
-        self._socket = parent
-        reader, self._writer = await asyncio.open_unix_connection(sock=parent)
-        self._reading = asyncio.ensure_future(self._read_answers(reader))
-        self._send(_READY, (self.factory, self.setup))
+            self._socket = parent
+            reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+            self._reading = asyncio.ensure_future(self._read_answers(reader))
+            level = logging.getLogger().getEffectiveLevel()
+            self._send(_READY, (self.factory, self.setup, level))
+        except Exception as exc:  # anything: the crawl reads its pages itself
+            logger.warning("could not start a page worker (%s); reading pages in-process", exc)
+            child.close()
+            parent.close()
+            self._writer, self.stopped = None, True
+            if self._process is not None:
+                self._process.kill()
+                self._process.wait()
+            return False
         self._pending[_READY] = (asyncio.get_running_loop().create_future(), self._now())
         self._arm_watchdog()
         logger.debug("page worker started (pid %d)", self._process.pid)
@@ -106,9 +116,12 @@ class PageWorker:
         if not self.ready or self._writer is None:
             raise WorkerUnavailable("the page worker is not ready")
         key = next(self._keys)
+        try:
+            self._send(key, payload)
+        except Exception as exc:  # a payload that does not pickle: read it in-process
+            raise WorkerUnavailable(f"cannot send the page ({exc})") from None
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[key] = (answer, self._now())
-        self._send(key, payload)
         self._arm_watchdog()
         status, value = await answer
         if status != "ok":
@@ -130,8 +143,11 @@ class PageWorker:
             while True:
                 (size,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
                 key, (status, value, records) = pickle.loads(await reader.readexactly(size))
+                self._last_answer = self._now()
                 for record in records:
-                    logging.getLogger(record.name).handle(record)
+                    found = logging.getLogger(record.name)
+                    if found.isEnabledFor(record.levelno):  # handle() itself does not ask
+                        found.handle(record)
                 entry = self._pending.pop(key, None)
                 if key == _READY:
                     if status != "ok":
@@ -153,8 +169,10 @@ class PageWorker:
         self._watchdog = None
         if not self._pending:
             return
+        # A page queued behind others waits for them: the worker is stuck when nothing has been
+        # answered for `timeout` seconds while pages wait, not when one page waited that long.
         oldest = min(sent for _, sent in self._pending.values())
-        late = self._now() - oldest
+        late = self._now() - max(oldest, self._last_answer)
         if late >= self.timeout:
             self._stop(f"no answer within {self.timeout:g} s")
         else:
@@ -175,7 +193,7 @@ class PageWorker:
 
     def _shut_down(self, kill: bool) -> None:
         writer, self._writer = self._writer, None
-        self.ready = False
+        self.ready, self.stopped = False, True
         if writer is None:
             return
         if self._watchdog is not None:
@@ -229,7 +247,6 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     collect = _Collect()
     logging.getLogger().handlers = [collect]
-    logging.getLogger().setLevel(logging.DEBUG)  # the parent's handlers choose what is shown
     sock = socket.socket(fileno=fd)
     handler: Callable[[Any], Any] | None = None
     while True:
@@ -239,15 +256,21 @@ def serve(fd: int) -> None:
         key, payload = message
         try:
             if handler is None:
-                module, _, name = payload[0].partition(":")
-                handler = getattr(importlib.import_module(module), name)(payload[1])
+                factory, setup, level = payload
+                logging.getLogger().setLevel(level)  # the parent's: records it would not show
+                module, _, name = factory.partition(":")
+                handler = getattr(importlib.import_module(module), name)(setup)
                 answer: tuple[str, Any] = ("ok", None)
             else:
                 answer = ("ok", handler(payload))
         except Exception as exc:  # the parent reads this page itself and reports what it finds
             answer = ("failed", f"{type(exc).__name__}: {exc}")
         records, collect.records = collect.records, []
-        data = pickle.dumps((key, (*answer, records)), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            data = pickle.dumps((key, (*answer, records)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an answer that does not pickle fails its page only
+            failed = ("failed", f"cannot send the answer ({exc})", [])
+            data = pickle.dumps((key, failed), protocol=pickle.HIGHEST_PROTOCOL)
         sock.sendall(_FRAME.pack(len(data)) + data)
 
 

@@ -680,8 +680,7 @@ def test_the_page_workers_reader_gives_the_item_the_spider_would_normalize() -> 
         "kind": "article",
         "source": "csto-ru",
         "url": response.url,
-        "encoding": response.encoding,
-        "body": response.body,  # windows-1251, as the replica's Russian section serves it
+        "text": response.text,  # decoded by Scrapy from windows-1251, as the replica serves it
         "meta": meta,
         "validators": validators,
         "fetched_at": "t",

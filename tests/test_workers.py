@@ -57,9 +57,32 @@ def test_a_payload_sent_before_the_worker_is_ready_is_refused_not_queued() -> No
     async def scenario() -> None:
         worker = PageWorker("tests.worker_handlers:echo", "hello")
         with pytest.raises(WorkerUnavailable):
-            await worker.run(1)
+            await worker.run(1)  # not started
+        assert await worker.start()
+        try:
+            with pytest.raises(WorkerUnavailable):
+                await worker.run(2)  # started, still importing
+        finally:
+            worker.close()
 
     run(scenario)
+
+
+def test_a_worker_that_cannot_start_says_so_and_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+
+    async def scenario() -> PageWorker:
+        worker = PageWorker("tests.worker_handlers:echo", "hello")
+        assert await worker.start() is False
+        with pytest.raises(WorkerUnavailable):
+            await worker.run(1)
+        return worker
+
+    worker = run(scenario)
+    assert worker.stopped
+    assert worker._process is None
 
 
 def test_a_handler_that_raises_fails_that_payload_only() -> None:
@@ -128,9 +151,16 @@ def test_close_ends_the_worker_process() -> None:
     assert run(scenario) == 0  # it left by itself at the end of its input
 
 
-def test_the_workers_log_records_are_logged_by_the_parent(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)  # like the CLI's handler: the logger's level decides
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_the_workers_log_records_are_logged_by_the_parent_at_its_level() -> None:
     async def scenario() -> None:
         worker = await started()
         try:
@@ -138,11 +168,15 @@ def test_the_workers_log_records_are_logged_by_the_parent(
         finally:
             worker.close()
 
-    with caplog.at_level(logging.WARNING, logger="tests.worker"):
+    kept, target = _Kept(), logging.getLogger("tests.worker")
+    target.addHandler(kept)
+    target.setLevel(logging.WARNING)
+    try:
         run(scenario)
-    assert [r.getMessage() for r in caplog.records if r.name == "tests.worker"] == [
-        "read log in the worker"
-    ]
+    finally:
+        target.removeHandler(kept)
+        target.setLevel(logging.NOTSET)
+    assert kept.messages == ["read log in the worker"]  # not the DEBUG line after it
 
 
 def test_reading_pages_in_the_worker_never_imports_scrapy_or_twisted() -> None:
@@ -187,7 +221,9 @@ def test_a_crawl_stores_the_same_articles_whether_the_page_worker_reads_them_or_
     assert len(alone) == 37  # both replica sections, English and Russian (windows-1251)
     assert helped == alone
     read = [line for line in log.splitlines() if "page worker read" in line]
-    assert read and int(read[0].split()[-2]) > 10, log  # the rest are read before it is ready
+    started = [line for line in log.splitlines() if "page worker started" in line]
+    assert len(started) == len(read) == 1, log  # one worker, though many pages wanted it at once
+    assert int(read[0].split()[-2]) > 10, log  # the rest were read before it was ready
 
 
 def test_a_crawl_below_the_threshold_never_starts_the_page_worker(

@@ -22,6 +22,7 @@ def echo(prefix: str) -> Callable[[Any], Any]:
             time.sleep(60)
         if payload == "log":
             logging.getLogger("tests.worker").warning("read %s in the worker", payload)
+            logging.getLogger("tests.worker").debug("a detail the parent does not show")
         return (prefix, payload, os.getpid())
 
     return handle

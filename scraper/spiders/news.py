@@ -92,8 +92,9 @@ class NewsSpider(scrapy.Spider):
                 alert_first
             ).lower() in ("1", "true", "yes")
         self.session = CrawlSession(config, self.mode, alert_on_first_run=alert_first)
-        # A page worker starts after this many article pages (never, when disabled): a tick that
-        # reads a few pages does not fork for them.
+        # The page worker (scraper/workers.py) starts after this many article pages (never, when
+        # disabled): a tick that reads a few pages does not start a process for them. It reads
+        # listing pages too once it is ready.
         self.article_pages = 0
         self.page_worker: PageWorker | bool | None = None  # False: disabled or cannot start
         if not settings.getbool("NEWSMON_PAGE_WORKER", True):
@@ -178,15 +179,18 @@ class NewsSpider(scrapy.Spider):
         if run is None:
             return []
         first_automatic = run.config.automatic and response.meta["page"] == 1
-        if self.page_worker and self.page_worker.ready and not first_automatic:
+        worker = self.page_worker
+        if isinstance(worker, PageWorker) and worker.ready and not first_automatic:
             return self._listing_in_worker(run, response)
         listing = extract_listing(response, response.url, run.config.selectors)
         return self._follow_listing(run, response, listing)
 
     async def _listing_in_worker(self, run: SourceRun, response: HtmlResponse) -> list[Any]:
+        worker = self.page_worker
         try:
-            assert self.page_worker
-            listing = await self.page_worker.run(_page(run, response, kind="listing"))
+            if not isinstance(worker, PageWorker):
+                raise WorkerUnavailable("no page worker")
+            listing = await worker.run(_page(run, response, kind="listing"))
         except WorkerUnavailable:
             listing = extract_listing(response, response.url, run.config.selectors)
         return list(self._follow_listing(run, response, listing))
@@ -395,14 +399,20 @@ class NewsSpider(scrapy.Spider):
         """The page read by the page worker (scraper/workers.py), or here until it is ready
         and whenever it cannot answer."""
         if self.page_worker is None:
+            # Set before it starts: other pages' coroutines run meanwhile, and one worker is
+            # enough. They read their pages here until it is ready.
             sources = {source.name: source for source in self.sources}
             worker = PageWorker("scraper.article:page_reader", sources, self.page_worker_timeout)
-            self.page_worker = worker if await worker.start() else False
+            self.page_worker = worker
+            await worker.start()
+        worker = self.page_worker
         try:
-            if not self.page_worker:
+            if not isinstance(worker, PageWorker):
                 raise WorkerUnavailable("no page worker")
-            found = await self.page_worker.run(_page(run, response))
+            found = await worker.run(_page(run, response))
         except WorkerUnavailable:
+            if isinstance(worker, PageWorker) and worker.stopped:
+                self.page_worker = False  # for good: later pages skip the coroutine
             found = self._read_here(run, response)
         return [self._item(run, response, *found)]
 
@@ -435,16 +445,15 @@ class NewsSpider(scrapy.Spider):
 
 
 def _page(run: SourceRun, response: HtmlResponse, kind: str = "article") -> dict[str, Any]:
-    """What the page worker reads a response from: its bytes with the encoding Scrapy decoded
-    them with (MetaRefreshMiddleware has read the text already), and the request's meta and the
-    headers that an article's item takes."""
+    """What the page worker reads a response from: its text as Scrapy decoded it (already, for
+    MetaRefreshMiddleware; decoding the bytes again in the worker would differ where Scrapy falls
+    back to ASCII), and the request's meta and the headers that an article's item takes."""
     meta = response.meta
     return {
         "kind": kind,
         "source": run.name,
         "url": response.url,
-        "encoding": response.encoding,
-        "body": response.body,
+        "text": response.text,
         "meta": {key: meta[key] for key in ("entry", "canonical", "article_id") if key in meta},
         "validators": _validators(response),
         "fetched_at": utc_now(),
