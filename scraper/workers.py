@@ -68,6 +68,7 @@ class PageWorker:
         self._keys = itertools.count()
         self._watchdog: asyncio.TimerHandle | None = None
         self.stopped = False  # started once and gone since: failed to start, died, closed
+        self._outbox: list[bytes] = []
         self._last_answer = 0.0
 
     async def start(self) -> bool:
@@ -130,9 +131,17 @@ class PageWorker:
         return value
 
     def _send(self, key: int, payload: Any) -> None:
-        assert self._writer is not None
+        """Queue a message; the messages of one turn of the event loop go in one write (pages
+        arrive several at a time, and each write wakes the worker)."""
         data = pickle.dumps((key, payload), protocol=pickle.HIGHEST_PROTOCOL)
-        self._writer.write(_FRAME.pack(len(data)) + data)
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox += (_FRAME.pack(len(data)), data)
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        if self._writer is not None:
+            self._writer.write(b"".join(frames))
 
     @staticmethod
     def _now() -> float:
@@ -245,6 +254,8 @@ def serve(fd: int) -> None:
     """The worker's main loop, on the socket the parent passed as `fd`, until the parent closes
     it. Its first message names the handler's factory and its argument."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(5)  # where the two share a core, the crawl's thread goes first
     collect = _Collect()
     logging.getLogger().handlers = [collect]
     sock = socket.socket(fileno=fd)
