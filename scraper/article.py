@@ -97,12 +97,16 @@ def normalize_article(item: ArticleItem) -> dict[str, Any]:
 
 
 def page_reader(sources: Mapping[str, SourceConfig]) -> Callable[[Mapping[str, Any]], Any]:
-    """The page worker's handler (scraper/workers.py): a page's text in; for a listing page its
-    Listing, for an article page its item, normalized, and where its fields came from. The item
-    leaves its HTML behind: the pipeline needs only the normalized text."""
+    """The page worker's handler (scraper/workers.py): a page in (spiders/news.py `_page`); for a
+    listing page its Listing, for an article page its item, normalized, and where its fields came
+    from. The item leaves its HTML behind: the pipeline needs only the normalized text."""
+    from w3lib.encoding import html_to_unicode
 
     def read(page: Mapping[str, Any]) -> Any:
-        html = HtmlPage(page["url"], page["text"])
+        text = page.get("text")
+        if text is None:  # bytes: decoded as Scrapy's response.text decodes them
+            text = html_to_unicode(f"charset={page['encoding']}", page["body"])[1]
+        html = HtmlPage(page["url"], text)
         config = sources[page["source"]]
         if page["kind"] == "listing":
             return extract_listing(html, page["url"], config.selectors)

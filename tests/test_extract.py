@@ -7,14 +7,17 @@ page repeats the last one is the spider's business (see test_crawl.py), not extr
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
-from scrapy.http import HtmlResponse
+from scrapy.http import HtmlResponse, Request
 
 from monitor.config import CSTO_SELECTORS, Selectors, SourceConfig
 from monitor.replica import Article, Replica, date_words, route
 from scraper.article import normalize_article, page_reader, read_article
 from scraper.extract import HtmlPage, extract_article, extract_listing
 from scraper.feeds import discover_feeds
+from scraper.spiders.news import _page
 from storage.normalize import (
     canonical_url,
     clean_text,
@@ -670,21 +673,28 @@ def test_an_html_page_outside_scrapy_extracts_as_its_response_does(
         )
 
 
-def test_the_page_workers_reader_gives_the_item_the_spider_would_normalize() -> None:
+ASCII_FALLBACK = HtmlResponse(  # encoding "ascii": the spider sends such a page as its text
+    f"{SITE}/ru/news/news_odkb/x/",
+    body="<html><body><h1>Caf\u00e9</h1><div class='news-detail-text'><p>Caf\u00e9 \u00ff</p>"
+    "<p>06.04.2022</p></div></body></html>".encode("latin-1"),
+    encoding="ascii",
+)
+
+
+@pytest.mark.parametrize(
+    "response", [article_page(RU, 3), ASCII_FALLBACK], ids=["windows-1251", "ascii-fallback"]
+)
+def test_the_page_workers_reader_gives_the_item_the_spider_would_normalize(
+    response: HtmlResponse,
+) -> None:
     config = SourceConfig("csto-ru", (SITE + "/ru/news/",), "ru", CSTO_SELECTORS)
-    response = article_page(RU, 3)
-    meta = {"canonical": response.url}
-    validators = {"etag": '"1"', "last_modified": None}
-    here, origin = read_article(response, response.url, "csto-ru", config, meta, validators, "t")
-    page = {
-        "kind": "article",
-        "source": "csto-ru",
-        "url": response.url,
-        "text": response.text,  # decoded by Scrapy from windows-1251, as the replica serves it
-        "meta": meta,
-        "validators": validators,
-        "fetched_at": "t",
-    }
+    response = response.replace(request=Request(response.url, meta={"canonical": response.url}))
+    run = SimpleNamespace(name="csto-ru")
+    validators = {"etag": None, "last_modified": None}
+    here, origin = read_article(
+        response, response.url, "csto-ru", config, response.meta, validators, "t"
+    )
+    page = {**_page(run, response), "fetched_at": "t"}
     there, there_origin = page_reader({"csto-ru": config})(page)
     assert there.normalized == normalize_article(here)
     assert there_origin == origin

@@ -445,19 +445,27 @@ class NewsSpider(scrapy.Spider):
 
 
 def _page(run: SourceRun, response: HtmlResponse, kind: str = "article") -> dict[str, Any]:
-    """What the page worker reads a response from: its text as Scrapy decoded it (already, for
-    MetaRefreshMiddleware; decoding the bytes again in the worker would differ where Scrapy falls
-    back to ASCII), and the request's meta and the headers that an article's item takes."""
+    """What the page worker reads a response from: the request's meta and the headers that an
+    article's item takes, and the page as bytes with the encoding Scrapy chose; the worker
+    decodes them with the call Scrapy's `response.text` makes. Where no encoding was declared or
+    detected, Scrapy decodes as ASCII with replacements, which that call would not repeat: such
+    a page goes as its text. (The text itself would cost more to send: pickle transcodes any
+    non-ASCII text to UTF-8 on the way and back.)"""
     meta = response.meta
-    return {
+    page = {
         "kind": kind,
         "source": run.name,
         "url": response.url,
-        "text": response.text,
         "meta": {key: meta[key] for key in ("entry", "canonical", "article_id") if key in meta},
         "validators": _validators(response),
         "fetched_at": utc_now(),
     }
+    encoding = response.encoding
+    if encoding == "ascii":
+        page["text"] = response.text
+    else:
+        page["body"], page["encoding"] = response.body, encoding
+    return page
 
 
 def _listing_urls(source: Any) -> list[str]:
