@@ -34,9 +34,10 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class PageWorker:
         self._watchdog: asyncio.TimerHandle | None = None
         self.stopped = False  # started once and gone since: failed to start, died, closed
         self._outbox: list[bytes] = []
+        self._stderr: IO[bytes] | None = None
+        self.last_words = ""  # the last line the worker wrote to stderr, once it is gone
         self._last_answer = 0.0
 
     async def start(self) -> bool:
@@ -78,6 +81,7 @@ class PageWorker:
             self.stopped = True
             return False
         parent, child = socket.socketpair()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - read and closed once it is gone
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")))
         )}  # fmt: skip
@@ -89,7 +93,7 @@ class PageWorker:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=self._stderr,
                 start_new_session=True,
             )
             child.close()
@@ -106,6 +110,8 @@ class PageWorker:
             if self._process is not None:
                 self._process.kill()
                 self._process.wait()
+            self._stderr.close()
+            self._stderr = None
             return False
         self._pending[_READY] = (asyncio.get_running_loop().create_future(), self._now())
         self._arm_watchdog()
@@ -189,9 +195,11 @@ class PageWorker:
             self._watchdog = loop.call_later(self.timeout - late, self._check_stuck)
 
     def _stop(self, reason: str) -> None:
-        if self._writer is not None:
-            logger.warning("page worker stopped (%s); reading pages in-process", reason)
+        running = self._writer is not None
         self._shut_down(kill=True)
+        if running:
+            said = f"; it said: {self.last_words}" if self.last_words else ""
+            logger.warning("page worker stopped (%s%s); reading pages in-process", reason, said)
 
     def close(self) -> None:
         """End the worker (it exits at the end of its input); pages still waiting for an answer
@@ -228,6 +236,12 @@ class PageWorker:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+            self.last_words = lines[-1].strip() if lines else ""
+            self._stderr.close()
+            self._stderr = None
 
 
 # -- the worker ------------------------------------------------------------------------------------

@@ -100,7 +100,9 @@ def test_a_handler_that_raises_fails_that_payload_only() -> None:
     assert answer[1] == "next"
 
 
-def test_a_dead_worker_fails_what_waits_and_everything_after() -> None:
+def test_a_dead_worker_fails_what_waits_and_everything_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def scenario() -> None:
         worker = await started()
         waiting = asyncio.ensure_future(worker.run("die"))
@@ -110,7 +112,10 @@ def test_a_dead_worker_fails_what_waits_and_everything_after() -> None:
             await worker.run("after")
         assert not worker.ready
 
-    run(scenario)
+    with caplog.at_level(logging.WARNING, logger="scraper.workers"):
+        run(scenario)
+    # what it wrote to stderr before dying is in the warning
+    assert "it said: dying on purpose" in caplog.text
 
 
 def test_a_worker_that_stops_answering_is_killed_after_the_timeout() -> None:

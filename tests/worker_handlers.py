@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ def echo(prefix: str) -> Callable[[Any], Any]:
         if payload == "fail":
             raise ValueError("no such page")
         if payload == "die":
+            print("dying on purpose", file=sys.stderr, flush=True)
             os._exit(3)
         if payload == "hang":
             time.sleep(60)
