@@ -1,11 +1,11 @@
-"""A second process that reads article pages, so a large crawl uses a second CPU core.
+"""A second process that reads pages, so a large crawl uses a second CPU core.
 
 Scrapy runs a crawl on one thread. Most of what newsmon adds to each download is reading the
-article page (lxml's parse, the selectors, text cleaning, the date, the content hash), and that is
-a pure function of the page's bytes and the source's settings. Past a number of article pages in
-one crawl, the spider starts one `PageWorker` and hands it each page; the reactor goes on
-downloading while the worker reads. A thread would not do: the GIL serializes the Python half of
-the work, and a threaded version measured slower than none.
+page (lxml's parse, the selectors, text cleaning, the date, the content hash), and that is a pure
+function of the page and the source's settings. Past a number of article pages in one crawl, the
+spider starts one `PageWorker` and hands it each article page, and each listing page once it is
+ready; the reactor goes on downloading while the worker reads. A thread would not do: the GIL
+serializes the Python half of the work, and a threaded version measured slower than none.
 
 The worker only ever speeds things up. Until it is ready, when it cannot start, and once it
 dies, stops answering or fails on a page, a page is read in the crawl's own process exactly as
@@ -15,7 +15,7 @@ arrives, so nothing is lost with the worker.
 A new interpreter, not a fork: a forked child shares the crawl's memory only until the crawl
 writes it, and the crawl rewrites its heap all the time, so a fork soon costs as much memory as
 the crawl itself (measured: 35 MB). The new one imports only what reading needs (lxml, parsel,
-dateparser, newsmon's extract and normalize modules; never Scrapy or Twisted). It runs in its
+newsmon's extract and normalize modules; never Scrapy or Twisted), about 20 MB. It runs in its
 own session, so Ctrl-C reaches only the crawl, which closes the socket; the worker exits at the
 end of its input.
 """
