@@ -273,9 +273,10 @@ def serve(fd: int) -> None:
     collect = _Collect()
     logging.getLogger().handlers = [collect]
     sock = socket.socket(fileno=fd)
+    incoming = sock.makefile("rb")
     handler: Callable[[Any], Any] | None = None
     while True:
-        message = _read_message(sock)
+        message = _read_message(incoming)
         if message is None:  # the parent closed the socket: the crawl is over
             return
         key, payload = message
@@ -299,18 +300,12 @@ def serve(fd: int) -> None:
         sock.sendall(_FRAME.pack(len(data)) + data)
 
 
-def _read_message(sock: socket.socket) -> Any:
-    header = _read_exactly(sock, _FRAME.size)
-    body = header and _read_exactly(sock, _FRAME.unpack(header)[0])
-    return pickle.loads(body) if body else None
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
-    chunks, left = [], size
-    while left:
-        chunk = sock.recv(min(left, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+def _read_message(incoming: IO[bytes]) -> Any:
+    """The next message, or None at the end of input. A buffered read returns all it was asked
+    for unless the input ends first."""
+    header = incoming.read(_FRAME.size)
+    if len(header) < _FRAME.size:
+        return None
+    (size,) = _FRAME.unpack(header)
+    body = incoming.read(size)
+    return pickle.loads(body) if len(body) == size else None

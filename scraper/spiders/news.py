@@ -10,7 +10,7 @@ sections are checked at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -186,14 +186,25 @@ class NewsSpider(scrapy.Spider):
         return self._follow_listing(run, response, listing)
 
     async def _listing_in_worker(self, run: SourceRun, response: HtmlResponse) -> list[Any]:
-        worker = self.page_worker
-        try:
-            if not isinstance(worker, PageWorker):
-                raise WorkerUnavailable("no page worker")
-            listing = await worker.run(_page(run, response, kind="listing"))
-        except WorkerUnavailable:
-            listing = extract_listing(response, response.url, run.config.selectors)
+        listing = await self._in_worker(
+            lambda: _page(run, response, kind="listing"),
+            lambda: extract_listing(response, response.url, run.config.selectors),
+        )
         return list(self._follow_listing(run, response, listing))
+
+    async def _in_worker(self, page: Callable[[], Any], read_here: Callable[[], Any]) -> Any:
+        """The page worker's answer for `page()`, or `read_here()` when it cannot give one (not
+        ready yet, or gone: then for the rest of the crawl)."""
+        worker = self.page_worker
+        if isinstance(worker, PageWorker):
+            if worker.ready:
+                try:
+                    return await worker.run(page())
+                except WorkerUnavailable:
+                    pass
+            if worker.stopped:
+                self.page_worker = False
+        return read_here()
 
     def _follow_listing(
         self, run: SourceRun, response: Response, listing: Listing
@@ -386,18 +397,16 @@ class NewsSpider(scrapy.Spider):
         self.article_pages += 1
         if self.page_worker is not False and self.article_pages > self.page_worker_after:
             return self._read_in_worker(run, response)
-        return [self._item(run, response, *self._read_here(run, response))]
+        item, origin = self._read_here(run, response)
+        self._note_fallbacks(run, origin, response.url)
+        return [item]
 
     def _read_here(self, run: SourceRun, response: HtmlResponse) -> tuple[ArticleItem, Any]:
-        meta = response.meta
         validators = _validators(response)
-        return read_article(
-            response, response.url, run.name, run.config, meta, validators, utc_now()
-        )
+        url, meta = response.url, response.meta
+        return read_article(response, url, run.name, run.config, meta, validators, utc_now())
 
     async def _read_in_worker(self, run: SourceRun, response: HtmlResponse) -> list[Any]:
-        """The page read by the page worker (scraper/workers.py), or here until it is ready
-        and whenever it cannot answer."""
         if self.page_worker is None:
             # Set before it starts: other pages' coroutines run meanwhile, and one worker is
             # enough. They read their pages here until it is ready.
@@ -405,22 +414,11 @@ class NewsSpider(scrapy.Spider):
             worker = PageWorker("scraper.article:page_reader", sources, self.page_worker_timeout)
             self.page_worker = worker
             await worker.start()
-        worker = self.page_worker
-        try:
-            if not isinstance(worker, PageWorker):
-                raise WorkerUnavailable("no page worker")
-            found = await worker.run(_page(run, response))
-        except WorkerUnavailable:
-            if isinstance(worker, PageWorker) and worker.stopped:
-                self.page_worker = False  # for good: later pages skip the coroutine
-            found = self._read_here(run, response)
-        return [self._item(run, response, *found)]
-
-    def _item(
-        self, run: SourceRun, response: Response, item: ArticleItem, origin: dict[str, str]
-    ) -> ArticleItem:
+        item, origin = await self._in_worker(
+            lambda: _page(run, response), lambda: self._read_here(run, response)
+        )
         self._note_fallbacks(run, origin, response.url)
-        return item
+        return [item]
 
     def article_failed(self, failure: Failure) -> None:
         request = failure.request
