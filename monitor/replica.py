@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 HOSTILE_TITLE = '<script>alert(1)</script> \x1b[31mRED\x1b[0m <a href="javascript:alert(1)">x</a>'
 PDF = b"%PDF-1.4\n% newsmon replica attachment\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 # fmt: off
-FAULT_KINDS = {"status", "delay", "truncate", "garbage", "empty", "oversize", "redirect",
+FAULT_KINDS = {"status", "delay", "hold", "truncate", "garbage", "empty", "oversize", "redirect",
                "content_type", "hostile"}
 MONTHS = {
     "en": "January February March April May June July August September October November December",
@@ -125,7 +125,8 @@ class FaultPlan:
     """Thread-safe ordered fault rules; the first rule whose path matches a request wins.
 
     A rule is ``{"path": prefix (or exact path+query with "exact": true), "kind": ..., "times": N}``
-    plus per kind: status (code, retry_after), delay (seconds), truncate (bytes), garbage (bytes,
+    plus per kind: status (code, retry_after), delay (seconds), hold (until the rules are
+    cleared: a test releases requests when it is ready for them), truncate (bytes), garbage (bytes,
     seed), empty, oversize (bytes), redirect (location, code), content_type (content_type), hostile
     (every article title on the page becomes HOSTILE_TITLE).
     """
@@ -133,6 +134,7 @@ class FaultPlan:
     def __init__(self) -> None:
         self._rules: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._cleared = threading.Event()  # set, and replaced, by each clear(): releases holds
 
     def add(self, rule: dict[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
         """Validate up front so a typo fails loudly instead of silently never matching."""
@@ -150,6 +152,13 @@ class FaultPlan:
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
+            cleared, self._cleared = self._cleared, threading.Event()
+        cleared.set()
+
+    def hold(self, rule: dict[str, Any], stopping: threading.Event) -> None:
+        """Wait until the rules in force when `rule` matched are cleared, or the server stops."""
+        while not rule["_cleared"].wait(0.05) and not stopping.is_set():
+            pass
 
     @property
     def rules(self) -> list[dict[str, Any]]:
@@ -166,7 +175,7 @@ class FaultPlan:
                         rule["times"] = int(rule["times"]) - 1
                         if rule["times"] <= 0:
                             self._rules.remove(rule)
-                    return dict(rule)
+                    return {**rule, "_cleared": self._cleared}
         return None
 
 
@@ -539,6 +548,8 @@ class _Handler(BaseHTTPRequestHandler):
         kind = rule.get("kind")
         if kind == "delay":
             self.server.stopping.wait(float(rule.get("seconds", 1)))
+        if kind == "hold":
+            rep.faults.hold(rule, self.server.stopping)
         if kind in ("status", "redirect", "garbage", "empty", "oversize"):
             self._fault(kind, rule)
             return

@@ -77,7 +77,7 @@ class PageWorker:
     async def start(self) -> bool:
         """Start the worker; False (and a log line) when it cannot be started. Pages sent before
         it is ready are refused (WorkerUnavailable), not queued."""
-        if os.name != "posix" or not sys.executable:
+        if self.stopped or os.name != "posix" or not sys.executable:  # closed before it began
             self.stopped = True
             return False
         parent, child = socket.socketpair()
@@ -112,6 +112,9 @@ class PageWorker:
                 self._process.wait()
             self._stderr.close()
             self._stderr = None
+            return False
+        if self.stopped:  # closed while it started (the crawl ended first): end it now
+            self._shut_down(kill=True)
             return False
         self._pending[_READY] = (asyncio.get_running_loop().create_future(), self._now())
         self._arm_watchdog()
@@ -168,6 +171,7 @@ class PageWorker:
                     if status != "ok":
                         raise RuntimeError(value)
                     self.ready = True
+                    logger.debug("page worker ready")
                 elif entry is not None and not entry[0].done():
                     entry[0].set_result((status, value))
         except asyncio.CancelledError:

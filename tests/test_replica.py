@@ -325,6 +325,18 @@ def test_fault_delay(server):
     assert time.perf_counter() - began >= 0.4
 
 
+def test_fault_hold_keeps_requests_waiting_until_the_faults_are_cleared(server):
+    server.replica_en.faults.add(path="/news/", kind="hold")
+    answers: list[int] = []
+    waiting = threading.Thread(target=lambda: answers.append(fetch(server.en_url)[0]))
+    waiting.start()
+    waiting.join(timeout=0.5)
+    assert waiting.is_alive() and answers == []
+    assert control(server, "clear-faults")[0] == 200
+    waiting.join(timeout=10)
+    assert answers == [200]
+
+
 def test_fault_truncate(server):
     server.replica_en.faults.add(path="/news/", kind="truncate", bytes=100)
     with (
@@ -411,9 +423,10 @@ def test_extra_sections_serve_small_listings():
         assert srv.section(0).requests[-1] == ("GET", "/s/0/news/", 304)
 
 
-def test_stop_returns_promptly_during_a_delayed_request():
+@pytest.mark.parametrize("fault", [{"kind": "delay", "seconds": 30}, {"kind": "hold"}])
+def test_stop_returns_promptly_during_a_delayed_or_held_request(fault):
     srv = ReplicaServer().start()
-    srv.replica_en.faults.add(path="/news/", kind="delay", seconds=30)
+    srv.replica_en.faults.add(path="/news/", **fault)
     worker = threading.Thread(target=lambda: fetch(srv.en_url), daemon=True)
     worker.start()
     time.sleep(0.2)

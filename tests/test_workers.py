@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,20 @@ def test_a_worker_that_cannot_start_says_so_and_leaves_nothing_running(
     worker = run(scenario)
     assert worker.stopped
     assert worker._process is None
+
+
+def test_a_worker_closed_while_it_starts_is_ended_not_left_running() -> None:
+    async def scenario() -> tuple[bool, PageWorker]:
+        worker = PageWorker("tests.worker_handlers:echo", "hello")
+        starting = asyncio.ensure_future(worker.start())
+        await asyncio.sleep(0)  # the process is started; the connection is not set up yet
+        worker.close()  # the crawl ended first
+        return await starting, worker
+
+    began, worker = run(scenario)
+    assert began is False
+    assert worker.stopped and not worker.ready
+    assert worker._process is not None and worker._process.poll() is not None
 
 
 def test_a_handler_that_raises_fails_that_payload_only() -> None:
@@ -212,8 +227,50 @@ def crawled(workspace: Workspace, config: str, setting: str) -> tuple[list[dict[
     workspace.write_config(config + setting + "\n")
     result = workspace.run("-v", "crawl")
     assert result.returncode == 0, result.stderr
-    rows = workspace.db().query(f"select {STORED_COLUMNS} from articles order by url")
-    return list(rows), result.stderr
+    return stored(workspace), result.stderr
+
+
+def stored(workspace: Workspace) -> list[dict[str, Any]]:
+    return list(workspace.db().query(f"select {STORED_COLUMNS} from articles order by url"))
+
+
+def crawled_by_the_worker(
+    workspace: Workspace, replica: ReplicaServer, config: str
+) -> tuple[list[dict[str, Any]], str]:
+    """A crawl whose article pages the replica holds until the page worker is ready, so the
+    worker reads every one of them however fast or slow this machine starts a process."""
+    workspace.path.mkdir(parents=True, exist_ok=True)
+    workspace.write_config(config + "NEWSMON_PAGE_WORKER_AFTER = 0\n")  # start at the first page
+    replica.replica_en.faults.add(path="/news/news_odkb/", kind="hold")
+    replica.replica_ru.faults.add(path="/ru/news/news_odkb/", kind="hold")
+    command = [sys.executable, "-m", "monitor", "--config", str(workspace.config), "-v", "crawl"]
+    crawl = subprocess.Popen(
+        command, cwd=workspace.path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    log: list[str] = []
+    ready = threading.Event()
+
+    def read_log() -> None:
+        assert crawl.stderr is not None
+        for line in crawl.stderr:
+            log.append(line)
+            if "page worker ready" in line:
+                ready.set()
+
+    reading = threading.Thread(target=read_log, daemon=True)
+    reading.start()
+    try:
+        assert ready.wait(60), "".join(log)
+    finally:
+        replica.replica_en.faults.clear()
+        replica.replica_ru.faults.clear()
+        try:
+            crawl.wait(timeout=120)
+        finally:
+            crawl.kill()
+        reading.join(timeout=10)
+    assert crawl.returncode == 0, "".join(log)
+    return stored(workspace), "".join(log)
 
 
 @pytest.mark.parametrize("selectors", [True, False], ids=["configured", "automatic"])
@@ -222,13 +279,23 @@ def test_a_crawl_stores_the_same_articles_whether_the_page_worker_reads_them_or_
 ) -> None:
     config = replica_config(replica, selectors=selectors)
     alone, _ = crawled(Workspace(tmp_path / "alone"), config, "NEWSMON_PAGE_WORKER = false")
-    helped, log = crawled(Workspace(tmp_path / "helped"), config, "NEWSMON_PAGE_WORKER_AFTER = 0")
+    helped, log = crawled_by_the_worker(Workspace(tmp_path / "helped"), replica, config)
     assert len(alone) == 37  # both replica sections, English and Russian (windows-1251)
     assert helped == alone
-    read = [line for line in log.splitlines() if "page worker read" in line]
+    read = [line for line in log.splitlines() if "page worker read " in line]
+    assert len(read) == 1, log
+    assert int(read[0].split()[-2]) >= 37, log  # every article page, and listing pages
+
+
+def test_pages_that_arrive_while_the_worker_starts_are_read_in_the_crawl_by_one_worker(
+    replica: ReplicaServer, tmp_path: Path
+) -> None:
+    config = replica_config(replica)
+    alone, _ = crawled(Workspace(tmp_path / "alone"), config, "NEWSMON_PAGE_WORKER = false")
+    helped, log = crawled(Workspace(tmp_path / "helped"), config, "NEWSMON_PAGE_WORKER_AFTER = 0")
+    assert helped == alone
     started = [line for line in log.splitlines() if "page worker started" in line]
-    assert len(started) == len(read) == 1, log  # one worker, though many pages wanted it at once
-    assert int(read[0].split()[-2]) > 10, log  # the rest were read before it was ready
+    assert len(started) == 1, log  # though many pages wanted it at once
 
 
 def test_a_crawl_below_the_threshold_never_starts_the_page_worker(

@@ -10,6 +10,7 @@ sections are checked at once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import scrapy
 from scrapy.http import HtmlResponse, Response, TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.reactor import is_asyncio_reactor_installed
 from twisted.python.failure import Failure
 
 from monitor.config import Config, ConfigError, load_config
@@ -92,13 +94,14 @@ class NewsSpider(scrapy.Spider):
                 alert_first
             ).lower() in ("1", "true", "yes")
         self.session = CrawlSession(config, self.mode, alert_on_first_run=alert_first)
-        # The page worker (scraper/workers.py) starts after this many article pages (never, when
-        # disabled): a tick that reads a few pages does not start a process for them. It reads
-        # listing pages too once it is ready.
+        # The page worker (scraper/workers.py) starts once the crawl has read this many article
+        # pages itself (never, when disabled; 0: at the first page): a tick that reads a few
+        # pages does not start a process for them. It reads listing pages too once it is ready.
         self.article_pages = 0
         self.page_worker: PageWorker | bool | None = None  # False: disabled or cannot start
         if not settings.getbool("NEWSMON_PAGE_WORKER", True):
             self.page_worker = False
+        self._page_worker_starting: asyncio.Task[bool] | None = None
         self.page_worker_after = settings.getint("NEWSMON_PAGE_WORKER_AFTER", 20)
         self.page_worker_timeout = settings.getfloat("NEWSMON_PAGE_WORKER_TIMEOUT", 60.0)
 
@@ -178,6 +181,7 @@ class NewsSpider(scrapy.Spider):
         run = self._listing_run(response, html=True)
         if run is None:
             return []
+        self._start_page_worker_when_due()
         first_automatic = run.config.automatic and response.meta["page"] == 1
         worker = self.page_worker
         if isinstance(worker, PageWorker) and worker.ready and not first_automatic:
@@ -394,8 +398,10 @@ class NewsSpider(scrapy.Spider):
             if not meta.get("revisit"):
                 run.article_failed(response.request.url, _describe(response))
             return []
+        self._start_page_worker_when_due()
         self.article_pages += 1
-        if self.page_worker is not False and self.article_pages > self.page_worker_after:
+        worker = self.page_worker
+        if isinstance(worker, PageWorker) and worker.ready:
             return self._read_in_worker(run, response)
         item, origin = self._read_here(run, response)
         self._note_fallbacks(run, origin, response.url)
@@ -407,18 +413,24 @@ class NewsSpider(scrapy.Spider):
         return read_article(response, url, run.name, run.config, meta, validators, utc_now())
 
     async def _read_in_worker(self, run: SourceRun, response: HtmlResponse) -> list[Any]:
-        if self.page_worker is None:
-            # Set before it starts: other pages' coroutines run meanwhile, and one worker is
-            # enough. They read their pages here until it is ready.
-            sources = {source.name: source for source in self.sources}
-            worker = PageWorker("scraper.article:page_reader", sources, self.page_worker_timeout)
-            self.page_worker = worker
-            await worker.start()
         item, origin = await self._in_worker(
             lambda: _page(run, response), lambda: self._read_here(run, response)
         )
         self._note_fallbacks(run, origin, response.url)
         return [item]
+
+    def _start_page_worker_when_due(self) -> None:
+        """Start the one page worker once the crawl has read `page_worker_after` article pages.
+        It starts in the background: pages are read here until it is ready."""
+        if self.page_worker is not None or self.article_pages < self.page_worker_after:
+            return
+        if not is_asyncio_reactor_installed():  # it talks to the worker through asyncio
+            self.page_worker = False
+            return
+        sources = {source.name: source for source in self.sources}
+        worker = PageWorker("scraper.article:page_reader", sources, self.page_worker_timeout)
+        self.page_worker = worker
+        self._page_worker_starting = asyncio.ensure_future(worker.start())
 
     def article_failed(self, failure: Failure) -> None:
         request = failure.request
