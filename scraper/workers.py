@@ -15,34 +15,30 @@ arrives, so nothing is lost with the worker.
 A new interpreter, not a fork: a forked child shares the crawl's memory only until the crawl
 writes it, and the crawl rewrites its heap all the time, so a fork soon costs as much memory as
 the crawl itself (measured: 35 MB). The new one imports only what reading needs (lxml, parsel,
-newsmon's extract and normalize modules; never Scrapy or Twisted), about 20 MB. It runs in its
-own session, so Ctrl-C reaches only the crawl, which closes the socket; the worker exits at the
-end of its input.
+newsmon's extract and normalize modules; never Scrapy, Twisted or asyncio: its side of the
+socket is scraper/worker_process.py), about 20 MB. It runs in its own session, so Ctrl-C reaches
+only the crawl, which closes the socket; the worker exits at the end of its input.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import itertools
 import logging
 import os
 import pickle
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from scraper.worker_process import ENTRY, FRAME, READY
+
 logger = logging.getLogger(__name__)
 
-_FRAME = struct.Struct("!I")  # each message: its length, then a pickle
-_READY = -1  # the key of the worker's first message: set up and waiting for pages
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -85,7 +81,7 @@ class PageWorker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")))
         )}  # fmt: skip
-        command = [sys.executable, "-P", "-c", _ENTRY, str(child.fileno())]
+        command = [sys.executable, "-P", "-c", ENTRY, str(child.fileno())]
         try:
             self._process = subprocess.Popen(
                 command,
@@ -101,7 +97,7 @@ class PageWorker:
             reader, self._writer = await asyncio.open_unix_connection(sock=parent)
             self._reading = asyncio.ensure_future(self._read_answers(reader))
             level = logging.getLogger().getEffectiveLevel()
-            self._send(_READY, (self.factory, self.setup, level))
+            self._send(READY, (self.factory, self.setup, level))
         except Exception as exc:  # anything: the crawl reads its pages itself
             logger.warning("could not start a page worker (%s); reading pages in-process", exc)
             child.close()
@@ -116,7 +112,7 @@ class PageWorker:
         if self.stopped:  # closed while it started (the crawl ended first): end it now
             self._shut_down(kill=True)
             return False
-        self._pending[_READY] = (asyncio.get_running_loop().create_future(), self._now())
+        self._pending[READY] = (asyncio.get_running_loop().create_future(), self._now())
         self._arm_watchdog()
         logger.debug("page worker started (pid %d)", self._process.pid)
         return True
@@ -145,7 +141,7 @@ class PageWorker:
         data = pickle.dumps((key, payload), protocol=pickle.HIGHEST_PROTOCOL)
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox += (_FRAME.pack(len(data)), data)
+        self._outbox += (FRAME.pack(len(data)), data)
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []
@@ -159,7 +155,7 @@ class PageWorker:
     async def _read_answers(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                (size,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+                (size,) = FRAME.unpack(await reader.readexactly(FRAME.size))
                 key, (status, value, records) = pickle.loads(await reader.readexactly(size))
                 self._last_answer = self._now()
                 for record in records:
@@ -167,7 +163,7 @@ class PageWorker:
                     if found.isEnabledFor(record.levelno):  # handle() itself does not ask
                         found.handle(record)
                 entry = self._pending.pop(key, None)
-                if key == _READY:
+                if key == READY:
                     if status != "ok":
                         raise RuntimeError(value)
                     self.ready = True
@@ -246,70 +242,3 @@ class PageWorker:
             self.last_words = lines[-1].strip() if lines else ""
             self._stderr.close()
             self._stderr = None
-
-
-# -- the worker ------------------------------------------------------------------------------------
-
-_ENTRY = "import sys; from scraper.workers import serve; serve(int(sys.argv[1]))"
-
-
-class _Collect(logging.Handler):
-    """Keeps the worker's log records, made picklable, to travel back with the next answer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        record.msg, record.args = record.getMessage(), None
-        if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        self.records.append(record)
-
-
-def serve(fd: int) -> None:
-    """The worker's main loop, on the socket the parent passed as `fd`, until the parent closes
-    it. Its first message names the handler's factory and its argument."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(5)  # where the two share a core, the crawl's thread goes first
-    collect = _Collect()
-    logging.getLogger().handlers = [collect]
-    sock = socket.socket(fileno=fd)
-    incoming = sock.makefile("rb")
-    handler: Callable[[Any], Any] | None = None
-    while True:
-        message = _read_message(incoming)
-        if message is None:  # the parent closed the socket: the crawl is over
-            return
-        key, payload = message
-        try:
-            if handler is None:
-                factory, setup, level = payload
-                logging.getLogger().setLevel(level)  # the parent's: records it would not show
-                module, _, name = factory.partition(":")
-                handler = getattr(importlib.import_module(module), name)(setup)
-                answer: tuple[str, Any] = ("ok", None)
-            else:
-                answer = ("ok", handler(payload))
-        except Exception as exc:  # the parent reads this page itself and reports what it finds
-            answer = ("failed", f"{type(exc).__name__}: {exc}")
-        records, collect.records = collect.records, []
-        try:
-            data = pickle.dumps((key, (*answer, records)), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # an answer that does not pickle fails its page only
-            failed = ("failed", f"cannot send the answer ({exc})", [])
-            data = pickle.dumps((key, failed), protocol=pickle.HIGHEST_PROTOCOL)
-        sock.sendall(_FRAME.pack(len(data)) + data)
-
-
-def _read_message(incoming: IO[bytes]) -> Any:
-    """The next message, or None at the end of input. A buffered read returns all it was asked
-    for unless the input ends first."""
-    header = incoming.read(_FRAME.size)
-    if len(header) < _FRAME.size:
-        return None
-    (size,) = _FRAME.unpack(header)
-    body = incoming.read(size)
-    return pickle.loads(body) if len(body) == size else None

@@ -32,3 +32,17 @@ def echo(prefix: str) -> Callable[[Any], Any]:
 
 def broken(_: Any) -> Callable[[Any], Any]:
     raise RuntimeError("cannot set up")
+
+
+def reading_pages_reports_modules(sources: Any) -> Callable[[Any], Any]:
+    """newsmon's page reader, answering with the top-level modules the worker has imported
+    once it has read the page."""
+    from scraper.article import page_reader
+
+    read = page_reader(sources)
+
+    def handle(page: Any) -> Any:
+        read(page)
+        return sorted({name.split(".")[0] for name in sys.modules})
+
+    return handle
