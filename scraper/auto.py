@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from lxml import etree
 from parsel import Selector
 
-from scraper.extract import Entry, absolute_link, link_base, same_site, site_link
+from scraper.extract import Entry, link_base, site_link
 from storage.normalize import (
     TEASER_HEADINGS,
     clean_text,
@@ -362,12 +362,12 @@ def numbered_next_page(page: Any, url: str) -> str | None:
     base = link_base(selector, url)
     numbered: list[tuple[int, str]] = []
     for href in selector.xpath("//a/@href").getall():
-        link = absolute_link(href, base, url)
+        link = site_link(href, base, url)  # http(s), on this site
         if link is None:
             continue
         link = link.split("#", 1)[0]
         found = _page_number(link)
-        if not found or not same_site(link, url) or _without_page(link) != unpaged:
+        if not found or _without_page(link) != unpaged:
             continue
         if current and found[0] != current[0]:
             continue

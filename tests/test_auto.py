@@ -158,6 +158,8 @@ def test_bitrix_listing_in_automatic_mode_matches_the_configured_selectors():
         ("http://x/blog/page/2/", ["/blog/", "/blog/page/3/"], "http://x/blog/page/3/"),
         ("http://x/novosti/", ["?page=1", "?page=2"], "http://x/novosti/?page=1"),
         ("http://x/novosti/?page=2", ["?page=1"], None),
+        ("http://x/news/", ["ftp://x/news/?PAGEN_1=2", "?PAGEN_1=3"], "http://x/news/?PAGEN_1=3"),
+        ("http://x/news/", ["javascript:go('?PAGEN_1=2')"], None),
     ],
 )
 def test_numbered_pagination(url, links, expected):

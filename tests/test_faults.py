@@ -572,3 +572,39 @@ def test_a_meta_refresh_is_refused_only_when_it_leads_off_site(target, refused):
             middleware.process_response(request, response)
     else:  # same site, or unparseable: MetaRefreshMiddleware's to follow or ignore
         assert middleware.process_response(request, response) is response
+
+
+@pytest.mark.parametrize(
+    ("start", "target", "refused"),
+    [
+        ("http://www.csto.test/news/", "http://csto.test/news/", False),
+        ("http://csto.test/news/", "http://www.csto.test/news/", False),
+        ("http://www.csto.test/news/", "http://news.csto.test/news/", False),
+        ("http://www.csto.test/news/", "http://csto.test.elsewhere.test/", True),
+        ("http://www.csto.test/news/", "http://www.elsewhere.test/", True),
+    ],
+)
+def test_a_redirect_between_www_and_the_bare_host_stays_on_the_site(
+    workspace, start, target, refused
+):
+    from scrapy.http import HtmlResponse
+    from scrapy.utils.test import get_crawler
+
+    from monitor.config import load_config
+    from scraper.middlewares import OffsiteMetaRefreshMiddleware, OffsiteRedirect
+    from scraper.spiders.news import NewsSpider
+
+    config = load_config(
+        workspace.write_config(f'database = "newsmon.db"\n{source_block("s", start)}')
+    )
+    crawler = get_crawler(NewsSpider)
+    crawler.spider = NewsSpider.from_crawler(crawler, config=config)
+    middleware = OffsiteMetaRefreshMiddleware.from_crawler(crawler)
+    request = Request(start)
+    page = f"<html><head><meta http-equiv='refresh' content='0; url={target}'></head></html>"
+    response = HtmlResponse(start, body=page.encode(), request=request)
+    if refused:
+        with pytest.raises(OffsiteRedirect):
+            middleware.process_response(request, response)
+    else:
+        assert middleware.process_response(request, response) is response

@@ -84,9 +84,10 @@ class NewsSpider(scrapy.Spider):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         self.sources = config.select_sources(self.source_names)
-        self.allowed_domains = sorted(
-            {urlsplit(url).hostname or "" for s in self.sources for url in _listing_urls(s)}
-        )
+        # A site moves between www.host and host (either way round) in links and redirects:
+        # both are the site, and so are their subdomains (Scrapy's allowed_domains rule).
+        hosts = {urlsplit(url).hostname or "" for s in self.sources for url in _listing_urls(s)}
+        self.allowed_domains = sorted({*hosts, *(host.removeprefix("www.") for host in hosts)})
         self.discovered: set[str] = set()  # sources whose start page's feed was looked for
         alert_first = self._alert_first_arg
         if alert_first is None or isinstance(alert_first, str):
