@@ -76,15 +76,15 @@ class PageWorker:
         if self.stopped or os.name != "posix" or not sys.executable:  # closed before it began
             self.stopped = True
             return False
-        parent, child = socket.socketpair()
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - read and closed once it is gone
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            filter(None, (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")))
-        )}  # fmt: skip
-        command = [sys.executable, "-P", "-c", ENTRY, str(child.fileno())]
+        ends: list[socket.socket] = []
         try:
+            parent, child = ends = list(socket.socketpair())
+            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - read and closed once gone
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                filter(None, (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")))
+            )}  # fmt: skip
             self._process = subprocess.Popen(
-                command,
+                [sys.executable, "-P", "-c", ENTRY, str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -98,16 +98,17 @@ class PageWorker:
             self._reading = asyncio.ensure_future(self._read_answers(reader))
             level = logging.getLogger().getEffectiveLevel()
             self._send(READY, (self.factory, self.setup, level))
-        except Exception as exc:  # anything: the crawl reads its pages itself
+        except Exception as exc:  # anything (no sockets, files or processes left): read in-process
             logger.warning("could not start a page worker (%s); reading pages in-process", exc)
-            child.close()
-            parent.close()
+            for end in ends:
+                end.close()
             self._writer, self.stopped = None, True
             if self._process is not None:
                 self._process.kill()
                 self._process.wait()
-            self._stderr.close()
-            self._stderr = None
+            if self._stderr is not None:
+                self._stderr.close()
+                self._stderr = None
             return False
         if self.stopped:  # closed while it started (the crawl ended first): end it now
             self._shut_down(kill=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -85,6 +86,37 @@ def test_a_worker_that_cannot_start_says_so_and_leaves_nothing_running(
     worker = run(scenario)
     assert worker.stopped
     assert worker._process is None
+
+
+def test_a_worker_without_room_for_its_error_file_says_so_and_leaves_nothing_open(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    opened: list[socket.socket] = []
+    real_socketpair = socket.socketpair
+
+    def socketpair() -> tuple[socket.socket, socket.socket]:
+        pair = real_socketpair()
+        opened.extend(pair)
+        return pair
+
+    def disk_full() -> None:
+        raise OSError(28, "No space left on device")
+
+    async def scenario() -> PageWorker:
+        worker = PageWorker("tests.worker_handlers:echo", "hello")
+        monkeypatch.setattr("scraper.workers.socket.socketpair", socketpair)
+        monkeypatch.setattr("scraper.workers.tempfile.TemporaryFile", disk_full)
+        with caplog.at_level(logging.WARNING, logger="scraper.workers"):
+            assert await worker.start() is False
+        monkeypatch.undo()
+        with pytest.raises(WorkerUnavailable):
+            await worker.run(1)
+        return worker
+
+    worker = run(scenario)
+    assert worker.stopped and worker._process is None
+    assert "No space left on device" in caplog.text
+    assert len(opened) == 2 and all(end.fileno() == -1 for end in opened)  # both closed
 
 
 def test_a_worker_closed_while_it_starts_is_ended_not_left_running() -> None:

@@ -431,6 +431,7 @@ class NewsSpider(scrapy.Spider):
         sources = {source.name: source for source in self.sources}
         worker = PageWorker("scraper.article:page_reader", sources, self.page_worker_timeout)
         self.page_worker = worker
+        # Kept: the event loop holds a task only weakly.
         self._page_worker_starting = asyncio.ensure_future(worker.start())
 
     def article_failed(self, failure: Failure) -> None:
