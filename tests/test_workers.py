@@ -296,8 +296,13 @@ def crawled_by_the_worker(
     replica.replica_en.faults.add(path="/news/news_odkb/", kind="hold")
     replica.replica_ru.faults.add(path="/ru/news/news_odkb/", kind="hold")
     command = [sys.executable, "-m", "monitor", "--config", str(workspace.config), "-v", "crawl"]
-    crawl = subprocess.Popen(
-        command, cwd=workspace.path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    crawl = subprocess.Popen(  # as Workspace.run starts it, but read while it runs
+        command,
+        cwd=workspace.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     log: list[str] = []
     ready = threading.Event()
