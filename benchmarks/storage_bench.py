@@ -1,8 +1,8 @@
 """Storage throughput: newsmon's normalize-and-upsert path against raw sqlite3.executemany.
 
-The input is what the spider hands the pipelines: ArticleItems extracted (by newsmon's own
-extractor, untimed) from article pages the replica renders. The timed path is what the two
-pipeline stages do in a crawl: `scraper.pipelines.normalize_article` on each item, then
+The input is what the spider hands the pipelines: ArticleItems read by the spider's own
+`read_article` (untimed) from article pages the replica renders. The timed path is what the two
+pipeline stages do in a crawl: `scraper.article.normalize_article` on each item, then
 `Archive.store_articles` on batches of STORE_BATCH_SIZE. The baseline inserts the very rows that
 path ended with (articles and revisions) into a fresh archive of the same schema (indexes and FTS
 triggers included), with two `executemany` calls in one transaction. Both clocks run until the
@@ -22,12 +22,12 @@ from typing import Any
 from harness import REPO  # noqa: F401  (puts the repository on sys.path)
 from scrapy.http import HtmlResponse
 
-from monitor.config import CSTO_SELECTORS
+from monitor.config import CSTO_SELECTORS, SourceConfig
 from monitor.replica import Replica, route, validate
 from scraper import settings
-from scraper.extract import extract_article
+from scraper.article import normalize_article, read_article
+from scraper.extract import Entry
 from scraper.items import ArticleItem
-from scraper.pipelines import normalize_article
 from storage.archive import Archive, utc_now
 
 SITE = "https://en.odkb-csto.org"
@@ -37,6 +37,7 @@ BATCH = settings.STORE_BATCH_SIZE  # articles per transaction, as the crawl's St
 def build_items(count: int, seed: int = 1) -> list[ArticleItem]:
     """ArticleItems as the spider yields them for `count` replica article pages."""
     rep = Replica(articles=count, seed=seed)
+    config = SourceConfig("csto-en", (SITE + "/news/",), "en", CSTO_SELECTORS)
     items = []
     for article_id in range(1, count + 1):
         article = rep.article(article_id)
@@ -44,25 +45,15 @@ def build_items(count: int, seed: int = 1) -> list[ArticleItem]:
         answer = route(rep, "", path, SITE)
         validate(answer, None, None)
         response = HtmlResponse(url=SITE + path, body=answer.body, encoding="utf-8")
-        fields = extract_article(response, response.url, CSTO_SELECTORS)
-        items.append(
-            ArticleItem(
-                source="csto-en",
-                url=response.url,
-                language="en",
-                title=fields.title,
-                date_text=fields.date,
-                listing_title=article.title,
-                listing_date=f"{article.published:%d.%m.%Y}",
-                summary=article.lead,
-                body_html=fields.body_html,
-                canonical=fields.canonical,
-                attachments=fields.attachments,
-                fetched_at=utc_now(),
-                etag=answer.headers.get("ETag"),
-                last_modified=answer.headers.get("Last-Modified"),
-            )
+        entry = Entry(response.url, article.title, f"{article.published:%d.%m.%Y}", article.lead)
+        validators = {
+            "etag": answer.headers.get("ETag"),
+            "last_modified": answer.headers.get("Last-Modified"),
+        }
+        item, _ = read_article(
+            response, response.url, config.name, config, {"entry": entry}, validators, utc_now()
         )
+        items.append(item)
     return items
 
 

@@ -10,8 +10,6 @@ from scrapy.exceptions import DropItem
 from scraper.article import normalize_article
 from scraper.items import ArticleItem, RemovedItem
 
-__all__ = ["NormalizePipeline", "StorePipeline", "normalize_article"]
-
 logger = logging.getLogger(__name__)
 
 
