@@ -30,6 +30,7 @@ class BareSpider(scrapy.Spider):
         "ROBOTSTXT_OBEY": True,
         "LOG_LEVEL": "INFO",  # Scrapy's default DEBUG logs every request: not a fair floor
         "TELNETCONSOLE_ENABLED": False,
+        "REMOTE_CONTROL_ENABLED": False,  # Scrapy 2.19's code-running HTTP port, off in newsmon
         "COOKIES_ENABLED": False,
         # Scrapy starts CONCURRENT_ITEMS asyncio tasks for every callback's output, even an empty
         # one; newsmon sets 1 (its pipelines are synchronous), and so does the floor.

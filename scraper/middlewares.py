@@ -14,11 +14,15 @@ The wait is an asyncio sleep on the reactor's loop: other requests keep flowing 
 the waiting request keeps the crawl open (it stays active in the downloader) until it is retried.
 A graceful stop (Ctrl-C, SIGTERM) cuts the wait short and gives up the retry.
 
-`OffsiteRedirectMiddleware` and `OffsiteMetaRefreshMiddleware` refuse redirects to another site,
-by HTTP status and by `<meta http-equiv="refresh">`. Scrapy's OffsiteMiddleware drops such a
-redirect silently (no errback, one DEBUG line per domain) and lets it through when
-the request has `dont_filter` (page 1 of a listing, revisits); these fail the request with
-IgnoreRequest instead, so the spider's errback logs the URL and counts the error.
+`OffsiteRedirectMiddleware` and `OffsiteMetaRefreshMiddleware` take the places of Scrapy's
+RedirectMiddleware and MetaRefreshMiddleware and refuse redirects to another site, by HTTP status
+and by `<meta http-equiv="refresh">`. Scrapy's OffsiteMiddleware drops such a redirect silently
+(no errback, one DEBUG line per domain) and lets it through when the request has `dont_filter`
+(page 1 of a listing, revisits); these fail the request with IgnoreRequest instead, so the
+spider's errback logs the URL and counts the error. The meta refresh one reads only the pages
+that may hold a refresh.
+
+`RequestCountMiddleware` counts requests in place of Scrapy's DownloaderStats (off).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from scrapy.downloadermiddlewares.redirect import MetaRefreshMiddleware, RedirectMiddleware
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import HtmlResponse, Request, Response
@@ -161,10 +166,9 @@ class _OffsiteRule:
     """Scrapy's offsite rule (an allowed domain or one of its subdomains; no allowed_domains
     allows everything), applied to where a response redirects."""
 
-    def __init__(self, crawler: Any) -> None:
-        self.crawler = crawler
-        self._domains: list[str] | None = None
-        self._regex: re.Pattern[str] | None = None
+    crawler: Any
+    _domains: list[str] | None = None
+    _regex: re.Pattern[str] | None = None
 
     def refuse_offsite(self, target: str | None, how: str) -> None:
         """Raise OffsiteRedirect for a target on another site; anything else is left to Scrapy."""
@@ -191,69 +195,76 @@ def _redirects_allowed(request: Request) -> bool:
     return not (meta.get("dont_redirect", False) or meta.get("allow_offsite", False))
 
 
-class OffsiteRedirectMiddleware(_OffsiteRule):
-    """Fail a request whose 3xx answer points off-site, before RedirectMiddleware follows it.
+class OffsiteRedirectMiddleware(_OffsiteRule, RedirectMiddleware):
+    """Scrapy's RedirectMiddleware (same settings, same place in the chain), except that a 3xx
+    answer pointing off-site fails its request instead of being followed."""
 
-    Sits just outside RedirectMiddleware (priority above 600: process_response runs from the
-    highest priority down).
-    """
-
-    def __init__(self, crawler: Any) -> None:
-        if not crawler.settings.getbool("REDIRECT_ENABLED"):
-            raise NotConfigured
-        super().__init__(crawler)
-
-    @classmethod
-    def from_crawler(cls, crawler: Any) -> OffsiteRedirectMiddleware:
-        return cls(crawler)
-
-    def process_response(self, request: Request, response: Response) -> Response:
+    def process_response(self, request: Request, response: Response) -> Request | Response:
         if (
             response.status in REDIRECT_CODES
             and b"Location" in response.headers
             and _redirects_allowed(request)
         ):
-            # A non-http(s) target is RedirectMiddleware's to ignore, unless it names another host.
+            # A non-http(s) target is Scrapy's to ignore, unless it names another host.
             self.refuse_offsite(redirect_target(request, response), f"HTTP {response.status}")
-        return response
+        return super().process_response(request, response)
 
 
-class OffsiteMetaRefreshMiddleware(_OffsiteRule):
-    """Fail a request whose page refreshes off-site (`<meta http-equiv="refresh">`), before
-    MetaRefreshMiddleware follows it: where and when it would (same settings, same parse,
-    which Scrapy caches per response).
+class OffsiteMetaRefreshMiddleware(_OffsiteRule, MetaRefreshMiddleware):
+    """Scrapy's MetaRefreshMiddleware (same settings, same place in the chain), except that a
+    page refreshing off-site fails its request instead of being followed, and that a page which
+    cannot hold a refresh (`may_refresh`) passes through unread."""
 
-    Priority 585: after HttpCompressionMiddleware (590) has decompressed the body, before
-    MetaRefreshMiddleware (580).
-    """
-
-    def __init__(self, crawler: Any) -> None:
-        settings = crawler.settings
-        if not settings.getbool("METAREFRESH_ENABLED"):
-            raise NotConfigured
-        super().__init__(crawler)
-        self._ignore_tags: list[str] = settings.getlist("METAREFRESH_IGNORE_TAGS")
-        self._max_delay = settings.getfloat("METAREFRESH_MAXDELAY")
-
-    @classmethod
-    def from_crawler(cls, crawler: Any) -> OffsiteMetaRefreshMiddleware:
-        return cls(crawler)
-
-    def process_response(self, request: Request, response: Response) -> Response:
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        if not isinstance(response, HtmlResponse) or not may_refresh(response):
+            return response
         if (
-            isinstance(response, HtmlResponse)
-            and request.method != "HEAD"
+            request.method != "HEAD"
             and _redirects_allowed(request)
             and urlparse_cached(request).scheme in ("http", "https")
         ):
-            try:
+            try:  # the parse Scrapy's own check makes next (cached per response)
                 interval, url = get_meta_refresh(response, ignore_tags=self._ignore_tags)
                 scheme = urlsplit(url).scheme if url else None
-            except ValueError:  # an unparseable target: MetaRefreshMiddleware's to deal with
-                return response
-            if url and float(interval) < self._max_delay and scheme in ("http", "https"):
+            except ValueError:  # an unparseable target: left to Scrapy's check
+                url = scheme = None
+            if url and float(interval) < self._maxdelay and scheme in ("http", "https"):
                 self.refuse_offsite(url, "meta refresh")
-        return response
+        return super().process_response(request, response)
+
+
+# Scrapy looks for the tag in a page's first 4,096 characters, which take at most 4 bytes each.
+_REFRESH_SCAN_BYTES = 4 * 4096
+_REFRESH = re.compile(rb"refresh", re.IGNORECASE)
+
+
+def may_refresh(response: Response) -> bool:
+    """Whether a page could hold a `<meta http-equiv="refresh">`, judged from its bytes alone.
+
+    Scrapy's check decodes the whole page and scans its head (for `<base>`, then the tag) on the
+    crawl's thread, for every page. No tag is there without the ASCII letters "refresh", unless
+    the page's encoding does not keep ASCII as is: UTF-16 and UTF-32, which put NUL bytes beside
+    every ASCII letter, are always checked (no web encoding outside those recodes ASCII)."""
+    head = response.body[:_REFRESH_SCAN_BYTES]
+    return b"\x00" in head or _REFRESH.search(head) is not None
+
+
+class RequestCountMiddleware:
+    """Counts requests sent (`downloader/request_count`, the run report's figure), in place of
+    Scrapy's DownloaderStats, which also sizes every request and response for byte counts that
+    newsmon never shows. With DOWNLOADER_STATS on, DownloaderStats counts and this steps aside."""
+
+    def __init__(self, stats: Any) -> None:
+        self.stats = stats
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> RequestCountMiddleware:
+        if crawler.settings.getbool("DOWNLOADER_STATS"):
+            raise NotConfigured
+        return cls(crawler.stats)
+
+    def process_request(self, request: Request) -> None:
+        self.stats.inc_value("downloader/request_count")
 
 
 def redirect_target(request: Request, response: Response) -> str | None:

@@ -38,6 +38,10 @@ HTTPERROR_ALLOWED_CODES = [304, 404, 410]
 REDIRECT_ENABLED = True
 COOKIES_ENABLED = False
 TELNETCONSOLE_ENABLED = False
+# Scrapy 2.19 serves every crawl to its MCP server: an HTTP port that runs code sent to it, with
+# a job file holding the token under ~/.local/state/scrapy (left there when a crawl is killed).
+# An unattended monitor has no use for it.
+REMOTE_CONTROL_ENABLED = False
 LOG_LEVEL = "INFO"
 
 DOWNLOADER_MIDDLEWARES = {
@@ -45,10 +49,19 @@ DOWNLOADER_MIDDLEWARES = {
     "scraper.robots.CachedRobotsTxtMiddleware": 100,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "scraper.middlewares.RetryAfterMiddleware": 550,
-    "scraper.middlewares.OffsiteRedirectMiddleware": 610,  # sees 3xx before RedirectMiddleware
-    # sees a decompressed page (590) before MetaRefreshMiddleware (580)
-    "scraper.middlewares.OffsiteMetaRefreshMiddleware": 585,
+    # Scrapy's redirect middlewares, refusing off-site targets (scraper/middlewares.py)
+    "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
+    "scraper.middlewares.OffsiteMetaRefreshMiddleware": 580,
+    "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": None,
+    "scraper.middlewares.OffsiteRedirectMiddleware": 600,
+    "scraper.middlewares.RequestCountMiddleware": 850,  # DownloaderStats' place
 }
+# Scrapy's DownloaderStats sizes every request and response (its byte counts are not shown by
+# newsmon); RequestCountMiddleware counts the requests that the run report gives.
+DOWNLOADER_STATS = False
+# newsmon bounds a walk by listing pages (max_pages), never by link depth: DepthMiddleware
+# would only stamp every request with a depth and keep a stat of it.
+SPIDER_MIDDLEWARES = {"scrapy.spidermiddlewares.depth.DepthMiddleware": None}
 
 EXTENSIONS = {"scraper.progress.Progress": 500}
 NEWSMON_PROGRESS_INTERVAL = 30  # seconds between progress lines when not on a terminal

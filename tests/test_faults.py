@@ -355,7 +355,7 @@ def test_non_html_article_body_is_an_error(site, workspace, monkeypatch):
     assert_clean_stderr(run.result)
 
 
-@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+@pytest.mark.parametrize("encoding", ["identity", "gzip", "utf-16"])
 def test_an_article_page_that_refreshes_to_another_site_is_an_error(
     site, workspace, monkeypatch, encoding
 ):
@@ -365,13 +365,15 @@ def test_an_article_page_that_refreshes_to_another_site_is_an_error(
         b"<html><head><meta http-equiv='refresh' content='0; url=http://example.invalid/news/x/'>"
         b"</head><body>Moved.</body></html>"
     )
-    headers = {}
+    headers, charset = {}, "utf-8"
     if encoding == "gzip":  # as most servers send it: read only once decompressed
         page, headers = gzip.compress(page), {"Content-Encoding": "gzip"}
+    elif encoding == "utf-16":  # no ASCII "refresh" among its bytes
+        page, charset = page.decode().encode("utf-16"), "utf-16"
     _serve_instead(
         monkeypatch,
         article_path(moved),
-        lambda _: replica_module.Response(200, page, "text/html; charset=utf-8", headers),
+        lambda _: replica_module.Response(200, page, f"text/html; charset={charset}", headers),
     )
 
     run = crawl(workspace)
@@ -380,6 +382,34 @@ def test_an_article_page_that_refreshes_to_another_site_is_an_error(
     assert run.source("csto-en")["errors"] == 1, run.result.stderr[-3000:]
     assert moved.slug not in stored_slugs(workspace)
     assert "example.invalid" in run.result.stderr  # logged with where it led
+    assert_clean_stderr(run.result)
+
+
+def test_an_article_page_that_refreshes_to_a_page_on_the_same_site_is_followed(
+    site, workspace, monkeypatch
+):
+    workspace.write_config(replica_config(site))
+    moved = site.replica_en.article(9)
+    old_path, new_path = article_path(moved), f"/news/news_odkb/{moved.slug}-moved/"
+    page = f"<html><head><META HTTP-EQUIV='Refresh' CONTENT='0; URL={new_path}'></head></html>"
+    original = replica_module.route
+
+    def route(rep, prefix, target, site, hostile=False):
+        path = target.split("?")[0]
+        if path == old_path:
+            return replica_module.Response(200, page.encode(), "text/html; charset=utf-8")
+        if path == new_path:  # the article, at its new address
+            return original(rep, prefix, old_path, site, hostile=hostile)
+        return original(rep, prefix, target, site, hostile=hostile)
+
+    monkeypatch.setattr(replica_module, "route", route)
+
+    run = crawl(workspace)
+
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    assert run.source("csto-en")["errors"] == 0, run.result.stderr[-3000:]
+    assert new_path in {s.target for s in site.stamps}
+    assert workspace.db()["articles"].count == expected_total(site)
     assert_clean_stderr(run.result)
 
 
@@ -547,10 +577,14 @@ def test_article_failed_on_a_deep_page_is_fetched_directly_by_the_next_check(sit
 
 
 @pytest.mark.parametrize(
-    ("target", "refused"),
-    [("http://elsewhere.test/x/", True), ("http://csto.test/b/", False), ("http://[x/", False)],
+    ("target", "outcome"),
+    [
+        ("http://elsewhere.test/x/", "refused"),
+        ("http://csto.test/b/", "followed"),
+        ("http://[x/", "scrapy's"),  # unparseable: Scrapy's own check fails the request
+    ],
 )
-def test_a_meta_refresh_is_refused_only_when_it_leads_off_site(target, refused):
+def test_a_meta_refresh_is_refused_only_when_it_leads_off_site(target, outcome):
     from scrapy import Spider
     from scrapy.http import HtmlResponse
     from scrapy.utils.test import get_crawler
@@ -567,11 +601,32 @@ def test_a_meta_refresh_is_refused_only_when_it_leads_off_site(target, refused):
     request = Request("http://csto.test/a/")
     page = f"<html><head><meta http-equiv='refresh' content='0; url={target}'></head></html>"
     response = HtmlResponse(request.url, body=page.encode(), request=request)
-    if refused:
+    if outcome == "refused":
         with pytest.raises(OffsiteRedirect):
             middleware.process_response(request, response)
-    else:  # same site, or unparseable: MetaRefreshMiddleware's to follow or ignore
-        assert middleware.process_response(request, response) is response
+    elif outcome == "followed":
+        assert middleware.process_response(request, response).url == target
+    else:
+        with pytest.raises(ValueError):  # not OffsiteRedirect
+            middleware.process_response(request, response)
+
+
+@pytest.mark.parametrize(
+    ("page", "may"),
+    [
+        (b"<html><head><title>News</title></head><body>No tag here.</body></html>", False),
+        (b"<html><head><META HTTP-EQUIV='Refresh' CONTENT='0; url=/b/'></head></html>", True),
+        ("<html><head><meta http-equiv='refresh'></head></html>".encode("utf-16"), True),
+        ("<html><head><title>Без тега</title></head></html>".encode("utf-16"), True),  # NULs
+    ],
+    ids=["no-tag", "any-case", "utf-16", "utf-16-no-tag"],
+)
+def test_only_a_page_whose_bytes_may_hold_a_refresh_is_parsed_for_one(page, may):
+    from scrapy.http import HtmlResponse
+
+    from scraper.middlewares import may_refresh
+
+    assert may_refresh(HtmlResponse("http://csto.test/a/", body=page)) is may
 
 
 @pytest.mark.parametrize(
@@ -607,4 +662,4 @@ def test_a_redirect_between_www_and_the_bare_host_stays_on_the_site(
         with pytest.raises(OffsiteRedirect):
             middleware.process_response(request, response)
     else:
-        assert middleware.process_response(request, response) is response
+        assert middleware.process_response(request, response).url == target
