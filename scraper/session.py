@@ -81,7 +81,7 @@ class CrawlSession:
     def __init__(self, config: Config, mode: str, *, alert_on_first_run: bool = False) -> None:
         self.config = config
         self.mode = mode
-        self.archive = Archive(config.database)
+        self.archive = Archive(config.database, temp_in_memory=True)
         self.outbox = self._outbox() if mode == "check" else None
         self.alert_on_first_run = alert_on_first_run
         self.runs: dict[str, SourceRun] = {}

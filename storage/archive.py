@@ -67,7 +67,15 @@ def _open_private(path: Path) -> None:
 class Archive:
     """One SQLite file in WAL mode; safe for one writer and many readers at once."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout_ms: int = 10_000, temp_in_memory: bool = False
+    ) -> None:
+        """`temp_in_memory` keeps SQLite's temporary files in memory: for a crawl's writer. Each
+        article inserted inside a batch's transaction fires triggers, so SQLite journals the
+        pages the statement touches, and past 64 KiB in one transaction that journal goes to a
+        temporary file (measured: 76 MB written to /var/tmp in 37,000 writes for a backfill of
+        2,000 articles; storing took 10% longer). Left off elsewhere, where a large sort may
+        need a temporary file."""
         self.path = Path(path)
         try:
             _open_private(self.path)
@@ -79,6 +87,8 @@ class Archive:
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self.db.enable_wal()
             self.db.execute("PRAGMA synchronous = NORMAL")
+            if temp_in_memory:
+                self.db.execute("PRAGMA temp_store = MEMORY")
             migrate(self.db)
         except sqlite3.DatabaseError as exc:
             self.db.close()

@@ -271,6 +271,28 @@ def test_new_articles_take_the_ids_after_the_highest_stored_one(archive):
     assert [archive.revisions(i)[0]["article_id"] for i in seen] == seen
 
 
+def _temporary_files_open() -> int:
+    """SQLite's temporary files open in this process (unlinked as soon as they are created)."""
+    fds = Path("/proc/self/fd")
+    return sum("etilqs_" in os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink())
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc")
+@pytest.mark.parametrize("in_memory", [False, True], ids=["default", "temp_in_memory"])
+def test_a_crawls_archive_stores_a_batch_without_a_temporary_file(db_path, in_memory):
+    batch = [
+        article(f"{URL}{i}/", f"Title {i}", " ".join(f"word{i}x{j}" for j in range(300)))
+        for i in range(250)
+    ]
+    open_during_batch: list[int] = []
+    with Archive(db_path, temp_in_memory=in_memory) as opened:
+        opened.store_articles(
+            batch, on_change=lambda *_: open_during_batch.append(_temporary_files_open())
+        )
+    # Without the setting SQLite journals the batch's statements in a file (the case it fixes).
+    assert max(open_during_batch) == (0 if in_memory else 1)
+
+
 # -- the file --------------------------------------------------------------------------------------
 
 
