@@ -1,6 +1,6 @@
 """newsmon's benchmark: one command, one table, every figure a ratio against a baseline.
 
-    python benchmarks/run.py                  # the full run (N = 2,000 articles; about 10 minutes)
+    python benchmarks/run.py                  # the full run (N = 2,000 articles; about 6 minutes)
     python benchmarks/run.py --quick          # tiny sizes, one repeat: checks that it still runs
     python benchmarks/run.py --only backfill,ticks --articles 500
 
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--articles", type=int, help="replica articles for backfill (2000)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (CI)")
-    parser.add_argument("--repeats", type=int, help="alternated runs per comparison (3)")
+    parser.add_argument("--repeats", type=int, help="alternated runs per comparison (5)")
     parser.add_argument("--per-page", type=int, default=10, help="replica listing page size")
     parser.add_argument("--storage-rows", type=int, help="rows for the storage path (1000)")
     parser.add_argument("--search-articles", type=int, help="stored articles for search (100000)")
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     defaults = {
         "articles": 60 if quick else 2000,
-        "repeats": 1 if quick else 3,
+        "repeats": 1 if quick else 5,
         "storage_rows": 60 if quick else 1000,
         "search_articles": 3000 if quick else 100_000,
         "watch_ticks": "5,20" if quick else "10,200",
