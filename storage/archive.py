@@ -74,8 +74,8 @@ class Archive:
         article inserted inside a batch's transaction fires triggers, so SQLite journals the
         pages the statement touches, and past 64 KiB in one transaction that journal goes to a
         temporary file (measured: 76 MB written to /var/tmp in 37,000 writes for a backfill of
-        2,000 articles; storing took 10% longer). Left off elsewhere, where a large sort may
-        need a temporary file."""
+        2,000 articles; storing took 10% longer). Left off elsewhere, and for migrations, where a
+        large sort may need a temporary file."""
         self.path = Path(path)
         try:
             _open_private(self.path)
@@ -87,9 +87,9 @@ class Archive:
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self.db.enable_wal()
             self.db.execute("PRAGMA synchronous = NORMAL")
+            migrate(self.db)  # with SQLite's default: building an index on a large table sorts
             if temp_in_memory:
                 self.db.execute("PRAGMA temp_store = MEMORY")
-            migrate(self.db)
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise ArchiveError(f"cannot open database {self.path}: {exc}") from exc
