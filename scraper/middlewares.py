@@ -195,6 +195,22 @@ def _redirects_allowed(request: Request) -> bool:
     return not (meta.get("dont_redirect", False) or meta.get("allow_offsite", False))
 
 
+# Scrapy looks for the tag in a page's first 4,096 characters, which take at most 4 bytes each.
+_REFRESH_SCAN_BYTES = 4 * 4096
+_REFRESH = re.compile(rb"refresh", re.IGNORECASE)
+
+
+def may_refresh(response: Response) -> bool:
+    """Whether a page could hold a `<meta http-equiv="refresh">`, judged from its bytes alone.
+
+    Scrapy's check decodes the whole page and scans its head (for `<base>`, then the tag) on the
+    crawl's thread, for every page. No tag is there without the ASCII letters "refresh", unless
+    the page's encoding does not keep ASCII as is: UTF-16 and UTF-32, which put NUL bytes beside
+    every ASCII letter, are always checked (no web encoding outside those recodes ASCII)."""
+    head = response.body[:_REFRESH_SCAN_BYTES]
+    return b"\x00" in head or _REFRESH.search(head) is not None
+
+
 class OffsiteRedirectMiddleware(_OffsiteRule, RedirectMiddleware):
     """Scrapy's RedirectMiddleware (same settings, same place in the chain), except that a 3xx
     answer pointing off-site fails its request instead of being followed."""
@@ -231,22 +247,6 @@ class OffsiteMetaRefreshMiddleware(_OffsiteRule, MetaRefreshMiddleware):
             if url and float(interval) < self._maxdelay and scheme in ("http", "https"):
                 self.refuse_offsite(url, "meta refresh")
         return super().process_response(request, response)
-
-
-# Scrapy looks for the tag in a page's first 4,096 characters, which take at most 4 bytes each.
-_REFRESH_SCAN_BYTES = 4 * 4096
-_REFRESH = re.compile(rb"refresh", re.IGNORECASE)
-
-
-def may_refresh(response: Response) -> bool:
-    """Whether a page could hold a `<meta http-equiv="refresh">`, judged from its bytes alone.
-
-    Scrapy's check decodes the whole page and scans its head (for `<base>`, then the tag) on the
-    crawl's thread, for every page. No tag is there without the ASCII letters "refresh", unless
-    the page's encoding does not keep ASCII as is: UTF-16 and UTF-32, which put NUL bytes beside
-    every ASCII letter, are always checked (no web encoding outside those recodes ASCII)."""
-    head = response.body[:_REFRESH_SCAN_BYTES]
-    return b"\x00" in head or _REFRESH.search(head) is not None
 
 
 class RequestCountMiddleware:
