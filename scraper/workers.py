@@ -97,7 +97,7 @@ class PageWorker:
             reader, self._writer = await asyncio.open_unix_connection(sock=parent)
             self._reading = asyncio.ensure_future(self._read_answers(reader))
             level = logging.getLogger().getEffectiveLevel()
-            self._send(READY, (self.factory, self.setup, level))
+            self._send(READY, (self.factory, self.setup, level), urgent=True)
         except Exception as exc:  # anything (no sockets, files or processes left): read in-process
             logger.warning("could not start a page worker (%s); reading pages in-process", exc)
             for end in ends:
@@ -118,13 +118,14 @@ class PageWorker:
         logger.debug("page worker started (pid %d)", self._process.pid)
         return True
 
-    async def run(self, payload: Any) -> Any:
-        """The handler's answer for `payload`, computed in the worker."""
+    async def run(self, payload: Any, urgent: bool = False) -> Any:
+        """The handler's answer for `payload`, computed in the worker. An urgent payload is
+        handled before every payload that is waiting there, urgent ones excepted."""
         if not self.ready or self._writer is None:
             raise WorkerUnavailable("the page worker is not ready")
         key = next(self._keys)
         try:
-            self._send(key, payload)
+            self._send(key, payload, urgent)
         except Exception as exc:  # a payload that does not pickle: read it in-process
             raise WorkerUnavailable(f"cannot send the page ({exc})") from None
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -136,10 +137,10 @@ class PageWorker:
         self.answered += 1
         return value
 
-    def _send(self, key: int, payload: Any) -> None:
+    def _send(self, key: int, payload: Any, urgent: bool = False) -> None:
         """Queue a message; the messages of one turn of the event loop go in one write (pages
         arrive several at a time, and each write wakes the worker)."""
-        data = pickle.dumps((key, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((key, urgent, payload), protocol=pickle.HIGHEST_PROTOCOL)
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outbox += (FRAME.pack(len(data)), data)

@@ -56,6 +56,27 @@ def test_the_worker_answers_each_payload_with_its_handler_in_another_process() -
     assert {pid for _, _, pid in answers} != {os.getpid()}
 
 
+def test_an_urgent_payload_is_answered_before_the_payloads_waiting_ahead_of_it() -> None:
+    async def scenario() -> list[str]:
+        worker = await started()
+        answered: list[str] = []
+
+        async def send(name: str, payload: str, urgent: bool = False) -> None:
+            await worker.run(payload, urgent)
+            answered.append(name)
+
+        try:
+            slow = [send(f"article {n}", "slow") for n in range(5)]
+            await asyncio.gather(*slow, send("listing", "quick", urgent=True))
+        finally:
+            worker.close()
+        return answered
+
+    answered = run(scenario)
+    # sent last, in the same write; at most the page already in hand goes first
+    assert answered.index("listing") <= 1
+
+
 def test_a_payload_sent_before_the_worker_is_ready_is_refused_not_queued() -> None:
     async def scenario() -> None:
         worker = PageWorker("tests.worker_handlers:echo", "hello")

@@ -11,10 +11,12 @@ from typing import Any
 
 
 def echo(prefix: str) -> Callable[[Any], Any]:
-    """Answers each payload with `prefix` and the payload; "fail", "die", "hang" and "log"
-    payloads misbehave as named."""
+    """Answers each payload with `prefix` and the payload; "fail", "die", "hang", "log" and
+    "slow" payloads misbehave as named."""
 
     def handle(payload: Any) -> Any:
+        if payload == "slow":
+            time.sleep(0.1)
         if payload == "fail":
             raise ValueError("no such page")
         if payload == "die":
