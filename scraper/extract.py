@@ -286,15 +286,25 @@ def extract_listing(response: Selector, url: str, selectors: Selectors) -> Listi
         entries = _entries_by_fallback(response, url)
     next_page = None
     if selectors.next_page:
-        next_page = _first_link(
-            [serialized(m) for m in matches(response, selectors.next_page)], base, url
-        )
+        next_page = _configured_next_page(response, url, base, selectors.next_page)
         origin["next_page"] = "selector" if next_page else "fallback"
     else:
         origin["next_page"] = "automatic"
     if next_page is None:
         next_page = next_page_fallback(response, url)
     return Listing(entries=_dedupe(entries), next_page=next_page, origin=origin)
+
+
+def configured_next_page(response: Selector, url: str, selectors: Selectors) -> str | None:
+    """The next listing page that the configured selector names, as extract_listing finds it;
+    None without a selector or a link (extract_listing then tries its fallbacks)."""
+    if not selectors.next_page:
+        return None
+    return _configured_next_page(response, url, link_base(response, url), selectors.next_page)
+
+
+def _configured_next_page(response: Selector, url: str, base: str, expression: str) -> str | None:
+    return _first_link([serialized(m) for m in matches(response, expression)], base, url)
 
 
 def _first_link(values: list[str], base: str, page_url: str) -> str | None:

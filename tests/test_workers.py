@@ -23,7 +23,7 @@ import pytest
 from monitor.config import CSTO_SELECTORS, SourceConfig
 from monitor.replica import ReplicaServer
 from scraper.workers import PageWorker, WorkerUnavailable
-from tests.conftest import Workspace, replica_config
+from tests.conftest import Workspace, replica_config, source_block
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -308,15 +308,18 @@ def stored(workspace: Workspace) -> list[dict[str, Any]]:
 
 
 def crawled_by_the_worker(
-    workspace: Workspace, replica: ReplicaServer, config: str
+    workspace: Workspace, replica: ReplicaServer, config: str, *args: str
 ) -> tuple[list[dict[str, Any]], str]:
-    """A crawl whose article pages the replica holds until the page worker is ready, so the
-    worker reads every one of them however fast or slow this machine starts a process."""
+    """A crawl (`crawl ARGS`) whose article pages and listing pages past the first the replica
+    holds until the page worker is ready, so the worker reads every one of them however fast or
+    slow this machine starts a process."""
     workspace.path.mkdir(parents=True, exist_ok=True)
     workspace.write_config(config + "NEWSMON_PAGE_WORKER_AFTER = 0\n")  # start at the first page
-    replica.replica_en.faults.add(path="/news/news_odkb/", kind="hold")
-    replica.replica_ru.faults.add(path="/ru/news/news_odkb/", kind="hold")
+    for section, prefix in ((replica.replica_en, "/news/"), (replica.replica_ru, "/ru/news/")):
+        section.faults.add(path=prefix + "news_odkb/", kind="hold")
+        section.faults.add(path=prefix + "?PAGEN_1=", kind="hold")
     command = [sys.executable, "-m", "monitor", "--config", str(workspace.config), "-v", "crawl"]
+    command += args
     crawl = subprocess.Popen(  # as Workspace.run starts it, but read while it runs
         command,
         cwd=workspace.path,
@@ -351,15 +354,25 @@ def crawled_by_the_worker(
     return stored(workspace), "".join(log)
 
 
+def listing_pages_requested(replica: ReplicaServer) -> list[str]:
+    requests = replica.replica_en.requests + replica.replica_ru.requests
+    return sorted(target for _, target, _ in requests if "?PAGEN_1=" in target)
+
+
 @pytest.mark.parametrize("selectors", [True, False], ids=["configured", "automatic"])
 def test_a_crawl_stores_the_same_articles_whether_the_page_worker_reads_them_or_not(
     replica: ReplicaServer, tmp_path: Path, selectors: bool
 ) -> None:
     config = replica_config(replica, selectors=selectors)
     alone, _ = crawled(Workspace(tmp_path / "alone"), config, "NEWSMON_PAGE_WORKER = false")
+    walked_alone = listing_pages_requested(replica)
+    replica.replica_en.reset_requests()
+    replica.replica_ru.reset_requests()
     helped, log = crawled_by_the_worker(Workspace(tmp_path / "helped"), replica, config)
     assert len(alone) == 37  # both replica sections, English and Russian (windows-1251)
     assert helped == alone
+    # each listing page once, the worker's early requests for the next one included
+    assert listing_pages_requested(replica) == walked_alone == sorted(set(walked_alone))
     read = [line for line in log.splitlines() if "page worker read " in line]
     assert len(read) == 1, log
     assert int(read[0].split()[-2]) >= 37, log  # every article page, and listing pages
@@ -384,3 +397,68 @@ def test_a_crawl_below_the_threshold_never_starts_the_page_worker(
     )
     assert len(rows) == 37
     assert "page worker" not in log
+
+
+def test_a_page_limit_holds_when_the_worker_reads_the_listing_pages(
+    replica: ReplicaServer, tmp_path: Path
+) -> None:
+    config = replica_config(replica)
+    rows, _ = crawled_by_the_worker(
+        Workspace(tmp_path), replica, config, "--full", "--max-pages", "2"
+    )
+    assert listing_pages_requested(replica) == ["/news/?PAGEN_1=2", "/ru/news/?PAGEN_1=2"]
+    assert len(rows) == 20 + 1 + 12  # two English pages and their pinned item, both Russian ones
+
+
+# -- the next listing page, before the worker's answer ---------------------------------------------
+
+
+def a_listing_page(workspace: Workspace, mode: str, max_pages: int | None = None) -> Any:
+    """A spider over one configured source, its run, and the source's first listing page."""
+    from scrapy.http import HtmlResponse, Request
+    from scrapy.utils.test import get_crawler
+
+    from monitor.config import load_config
+    from scraper.spiders.news import NewsSpider
+
+    start = "http://csto.test/news/"
+    config = load_config(
+        workspace.write_config(f'database = "newsmon.db"\n{source_block("s", start)}')
+    )
+    crawler = get_crawler(NewsSpider)
+    spider = NewsSpider.from_crawler(crawler, config=config, mode=mode, max_pages=max_pages)
+    run = spider.session.begin(spider.sources[0])
+    page = (
+        "<html><body><div class='news-item'><a class='news-title' href='/news/a/'>A</a></div>"
+        "<a class='modern-page-next' href='/news/?PAGEN_1=2'>Next</a></body></html>"
+    )
+    request = Request(start, meta={"source": "s", "page": 1})
+    return spider, run, HtmlResponse(start, body=page.encode(), request=request)
+
+
+def test_a_backfill_requests_the_next_listing_page_before_the_worker_reads_the_page(
+    workspace: Workspace,
+) -> None:
+    spider, run, response = a_listing_page(workspace, "crawl")
+    assert run.backfill  # a new archive
+    request = spider._next_listing_now(run, response)
+    assert request is not None
+    assert (request.url, request.meta["page"]) == ("http://csto.test/news/?PAGEN_1=2", 2)
+    spider.session.close()
+
+
+def test_an_incremental_crawl_waits_for_the_pages_entries_before_walking_on(
+    workspace: Workspace,
+) -> None:
+    spider, run, response = a_listing_page(workspace, "check")
+    run.backfill = False  # caught up once: whether to walk on depends on the page's entries
+    assert spider._next_listing_now(run, response) is None
+    spider.session.close()
+
+
+def test_the_page_limit_leaves_the_next_listing_page_to_the_workers_answer(
+    workspace: Workspace,
+) -> None:
+    spider, run, response = a_listing_page(workspace, "full", max_pages=1)
+    assert spider._next_listing_now(run, response) is None
+    spider.session.close()
