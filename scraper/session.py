@@ -40,6 +40,7 @@ class SourceRun:
     walk_done: bool = False  # the walk stopped by itself: the last page, or caught up
     cut_short: bool = False  # a page limit stopped the walk
     failed_articles: dict[str, str] = field(default_factory=dict)  # canonical URL -> reason
+    listings_in_worker: int = 0  # listing pages the page worker is reading
 
     @property
     def name(self) -> str:

@@ -86,9 +86,10 @@ class _Inbox:
     """The parent's messages, urgent ones first.
 
     A listing page's answer is the crawl's next requests, so it must not wait behind the article
-    pages sent before it: measured, the crawl had nothing left to download for 0.25 s of a
-    2,000-article backfill, every time because its next listing page was queued here. Before
-    each page the worker takes in whatever else has arrived, without waiting for more.
+    pages sent before it: the crawl waited with nothing to download, half the time for a listing
+    page here (measured at its event loop; 0.25 s of a 2,000-article backfill, 0.18 s once
+    listing pages went first). Before each page the worker takes in whatever else has arrived,
+    without waiting for more.
     """
 
     def __init__(self, sock: socket.socket) -> None:

@@ -462,3 +462,12 @@ def test_the_page_limit_leaves_the_next_listing_page_to_the_workers_answer(
     spider, run, response = a_listing_page(workspace, "full", max_pages=1)
     assert spider._next_listing_now(run, response) is None
     spider.session.close()
+
+
+def test_a_walk_runs_ahead_of_the_worker_by_one_listing_page_at_most(
+    workspace: Workspace,
+) -> None:
+    spider, run, response = a_listing_page(workspace, "full")
+    run.listings_in_worker = 1  # the page before is still being read: it may be a repeat
+    assert spider._next_listing_now(run, response) is None
+    spider.session.close()

@@ -204,25 +204,30 @@ class NewsSpider(scrapy.Spider):
         next_request = self._next_listing_now(run, response)
         if next_request is not None:
             yield next_request
-        listing = await self._in_worker(
-            lambda: _page(run, response, kind="listing"),
-            lambda: extract_listing(response, response.url, run.config.selectors),
-            urgent=True,  # its answer is the crawl's next requests: ahead of article pages
-        )
+        run.listings_in_worker += 1
+        try:
+            listing = await self._in_worker(
+                lambda: _page(run, response, kind="listing"),
+                lambda: extract_listing(response, response.url, run.config.selectors),
+                urgent=True,  # its answer is the crawl's next requests: ahead of article pages
+            )
+        finally:
+            run.listings_in_worker -= 1
         for output in self._follow_listing(run, response, listing, next_request is not None):
             yield output
 
     def _next_listing_now(self, run: SourceRun, response: HtmlResponse) -> scrapy.Request | None:
         """The next listing page's request, read here from the configured selector, when the walk
-        goes on whatever this page holds (a full crawl, a backfill).
+        goes on whatever this page holds (a full crawl, a backfill), and the worker has answered
+        for the page before it.
 
         Waiting for the worker's reading of the page, a backfill's crawl had nothing left to
         download for about 1 ms a listing page (measured at each idle wait: half of it for the
         worker's answer, half for the next page's download). A page that repeats an earlier one
-        (Bitrix, past the end) is found out only by the worker, so a walk can fetch one page past
-        it; that page repeats too, and the walk ends there.
+        (Bitrix, past the end) is found out only by the worker: waiting for the answer for the
+        page before keeps a walk from running more than one page past it.
         """
-        if run.walk_done or not (self.mode == "full" or run.backfill):
+        if run.walk_done or run.listings_in_worker or not (self.mode == "full" or run.backfill):
             return None
         page = response.meta["page"]
         limit = self.max_pages or run.config.max_pages
