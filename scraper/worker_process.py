@@ -74,6 +74,8 @@ def serve(fd: int) -> None:
         except Exception as exc:  # the parent reads this page itself and reports what it finds
             answer = ("failed", f"{type(exc).__name__}: {exc}")
         records, collect.records = collect.records, []
+        if answer[0] != "ok" and key != READY:
+            records = []  # the parent reads the page again, and logs what it finds then
         try:
             data = pickle.dumps((key, (*answer, records)), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # an answer that does not pickle fails its page only

@@ -253,6 +253,29 @@ def test_the_workers_log_records_are_logged_by_the_parent_at_its_level() -> None
     assert kept.messages == ["read log in the worker"]  # not the DEBUG line after it
 
 
+def test_a_page_the_worker_fails_on_leaves_its_log_to_the_parents_own_reading() -> None:
+    """The spider reads such a page again in-process, which logs the same warnings once more."""
+
+    async def scenario() -> None:
+        worker = await started()
+        try:
+            with pytest.raises(WorkerUnavailable):
+                await worker.run("log, then fail")
+            await worker.run("log")
+        finally:
+            worker.close()
+
+    kept, target = _Kept(), logging.getLogger("tests.worker")
+    target.addHandler(kept)
+    target.setLevel(logging.WARNING)
+    try:
+        run(scenario)
+    finally:
+        target.removeHandler(kept)
+        target.setLevel(logging.NOTSET)
+    assert kept.messages == ["read log in the worker"]
+
+
 def test_the_worker_reads_pages_without_importing_scrapy_twisted_or_asyncio() -> None:
     url = "http://csto.test/news/news_odkb/x/"
     sources = {

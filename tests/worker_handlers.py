@@ -11,13 +11,16 @@ from typing import Any
 
 
 def echo(prefix: str) -> Callable[[Any], Any]:
-    """Answers each payload with `prefix` and the payload; "fail", "die", "hang", "log" and
-    "slow" payloads misbehave as named."""
+    """Answers each payload with `prefix` and the payload; "fail", "die", "hang", "log", "log,
+    then fail" and "slow" payloads misbehave as named."""
 
     def handle(payload: Any) -> Any:
         if payload == "slow":
             time.sleep(0.1)
         if payload == "fail":
+            raise ValueError("no such page")
+        if payload == "log, then fail":
+            logging.getLogger("tests.worker").warning("read %s in the worker", payload)
             raise ValueError("no such page")
         if payload == "die":
             print("dying on purpose", file=sys.stderr, flush=True)
