@@ -352,6 +352,8 @@ class Archive:
     # -- reading ----------------------------------------------------------------------------
 
     def get_article(self, id_or_url: int | str) -> dict[str, Any] | None:
+        """The stored article, as `show` gives it: without `search_order`, the key the full-text
+        index orders matches by (storage/migrations.py), which is no property of the article."""
         if isinstance(id_or_url, int) or str(id_or_url).isdigit():
             rows = self.db.query("select * from articles where id = ?", [int(id_or_url)])
         else:
@@ -361,6 +363,8 @@ class Archive:
             canonical = canonical_url(id_or_url)  # as the site links it: ?sphrase_id=, #comments
             if canonical != id_or_url:
                 return self.get_article(canonical)
+        if found is not None:
+            found.pop("search_order", None)
         return found
 
     def revisions(self, article_id: int) -> list[dict[str, Any]]:

@@ -159,6 +159,15 @@ def test_show_prints_the_published_date_and_url(archive):
     assert url in result.stdout
 
 
+def test_show_json_gives_the_articles_columns_without_the_search_key(archive):
+    row = archive.row("url", f"{archive.server.en_url}news_odkb/{archive.articles[0].slug}/")
+    result = archive.run("show", str(row["id"]), "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert "search_order" not in shown
+    assert {"id", "url", "title", "body", "published", "revisions"} <= shown.keys()
+
+
 def test_show_an_unknown_id_is_one_line_and_exit_1(archive):
     result = archive.run("show", "99999")
     assert result.returncode == 1
