@@ -234,14 +234,9 @@ class _Kept(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_the_workers_log_records_are_logged_by_the_parent_at_its_level() -> None:
-    async def scenario() -> None:
-        worker = await started()
-        try:
-            await worker.run("log")
-        finally:
-            worker.close()
-
+def logged_at_warning(scenario: Callable[[], Awaitable[Any]]) -> list[str]:
+    """What the parent logs for the worker's "tests.worker" logger, at WARNING, while `scenario`
+    runs."""
     kept, target = _Kept(), logging.getLogger("tests.worker")
     target.addHandler(kept)
     target.setLevel(logging.WARNING)
@@ -250,7 +245,19 @@ def test_the_workers_log_records_are_logged_by_the_parent_at_its_level() -> None
     finally:
         target.removeHandler(kept)
         target.setLevel(logging.NOTSET)
-    assert kept.messages == ["read log in the worker"]  # not the DEBUG line after it
+    return kept.messages
+
+
+def test_the_workers_log_records_are_logged_by_the_parent_at_its_level() -> None:
+    async def scenario() -> None:
+        worker = await started()
+        try:
+            await worker.run("log")
+        finally:
+            worker.close()
+
+    # not the DEBUG line after it
+    assert logged_at_warning(scenario) == ["read log in the worker"]
 
 
 def test_a_page_the_worker_fails_on_leaves_its_log_to_the_parents_own_reading() -> None:
@@ -265,15 +272,7 @@ def test_a_page_the_worker_fails_on_leaves_its_log_to_the_parents_own_reading() 
         finally:
             worker.close()
 
-    kept, target = _Kept(), logging.getLogger("tests.worker")
-    target.addHandler(kept)
-    target.setLevel(logging.WARNING)
-    try:
-        run(scenario)
-    finally:
-        target.removeHandler(kept)
-        target.setLevel(logging.NOTSET)
-    assert kept.messages == ["read log in the worker"]
+    assert logged_at_warning(scenario) == ["read log in the worker"]
 
 
 def test_the_worker_reads_pages_without_importing_scrapy_twisted_or_asyncio() -> None:

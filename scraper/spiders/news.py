@@ -230,8 +230,7 @@ class NewsSpider(scrapy.Spider):
         if run.walk_done or run.listings_in_worker or not (self.mode == "full" or run.backfill):
             return None
         page = response.meta["page"]
-        limit = self.max_pages or run.config.max_pages
-        if limit is not None and page >= limit:
+        if self._at_page_limit(run, page):
             return None  # the worker's answer ends the walk, as without a worker
         url = configured_next_page(response, response.url, run.config.selectors)
         return self._listing_request(run, url, page + 1) if url else None
@@ -395,9 +394,12 @@ class NewsSpider(scrapy.Spider):
             for domain in self.allowed_domains
         )
 
-    def _should_continue(self, run: SourceRun, page: int, fresh: list[Any]) -> bool:
+    def _at_page_limit(self, run: SourceRun, page: int) -> bool:
         limit = self.max_pages or run.config.max_pages
-        if limit is not None and page >= limit:
+        return limit is not None and page >= limit
+
+    def _should_continue(self, run: SourceRun, page: int, fresh: list[Any]) -> bool:
+        if self._at_page_limit(run, page):
             run.cut_short = True  # older pages stay to be walked by a later run
             return False
         # After an interrupted or limited walk, older pages may hold unstored entries behind
