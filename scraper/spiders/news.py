@@ -227,7 +227,7 @@ class NewsSpider(scrapy.Spider):
         (Bitrix, past the end) is found out only by the worker: waiting for the answer for the
         page before keeps a walk from running more than one page past it.
         """
-        if run.walk_done or run.listings_in_worker or not (self.mode == "full" or run.backfill):
+        if run.walk_done or run.listings_in_worker or not self._walks_every_page(run):
             return None
         page = response.meta["page"]
         if self._at_page_limit(run, page):
@@ -398,13 +398,17 @@ class NewsSpider(scrapy.Spider):
         limit = self.max_pages or run.config.max_pages
         return limit is not None and page >= limit
 
+    def _walks_every_page(self, run: SourceRun) -> bool:
+        """A full crawl or a backfill goes on whatever a listing page holds, to a page limit."""
+        return self.mode == "full" or run.backfill
+
     def _should_continue(self, run: SourceRun, page: int, fresh: list[Any]) -> bool:
         if self._at_page_limit(run, page):
             run.cut_short = True  # older pages stay to be walked by a later run
             return False
         # After an interrupted or limited walk, older pages may hold unstored entries behind
         # pages whose entries are all stored: keep walking until one walk finishes.
-        if self.mode == "full" or run.backfill or fresh:
+        if self._walks_every_page(run) or fresh:
             return True
         run.walk_done = True  # caught up: this page holds nothing new
         return False
