@@ -20,7 +20,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from monitor import replica as replica_module  # noqa: E402
 from monitor.config import CSTO_SELECTORS as CSTO_PROFILE  # noqa: E402
 from monitor.replica import Replica, ReplicaServer  # noqa: E402
 
@@ -196,57 +195,14 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
 # -- a replica that counts bytes -------------------------------------------------------------------
 
 
-class _Meter:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.bytes = 0
-        self.connections = 0
-
-    def add(self, count: int) -> None:
-        with self.lock:
-            self.bytes += count
-
-    def reset(self) -> None:
-        with self.lock:
-            self.bytes = self.connections = 0
-
-
-class _CountingWriter:
-    def __init__(self, inner: Any, meter: _Meter) -> None:
-        self._inner, self._meter = inner, meter
-
-    def write(self, data: bytes) -> int:
-        self._meter.add(len(data))
-        return self._inner.write(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 class MeteredReplica:
-    """A started ReplicaServer whose handler counts response bytes (status line, headers, body).
-
-    The replica logs (method, target, status) per request; bytes are counted here, benchmark-side,
-    by swapping the running server's handler class for a subclass that wraps the socket writer.
-    """
+    """A started ReplicaServer, its traffic counted from the last reset: the requests each
+    replica logged (method, target, status) and the bytes the server sent (status lines, headers,
+    bodies)."""
 
     def __init__(self, server: ReplicaServer) -> None:
         self.server = server.start()
-        self.meter = meter = _Meter()
-
-        class Handler(replica_module._Handler):
-            def setup(self) -> None:
-                super().setup()
-                with meter.lock:
-                    meter.connections += 1
-                self.wfile = _CountingWriter(self.wfile, meter)
-
-        httpd = server._httpd
-        assert httpd is not None
-        httpd.RequestHandlerClass = Handler
-        # socketserver's default listen backlog is 5; 16-64 concurrent HTTP/1.0 clients overflow
-        # it and a dropped handshake costs a 1 s SYN retransmit on both sides of every comparison.
-        httpd.socket.listen(BACKLOG)
+        self._bytes_before = 0
 
     def replicas(self) -> list[Replica]:
         server = self.server
@@ -257,17 +213,18 @@ class MeteredReplica:
     def reset(self) -> None:
         for rep in self.replicas():
             rep.reset_requests()
-        self.meter.reset()
+        self._bytes_before = self.server.bytes_sent
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.server.bytes_sent - self._bytes_before
 
     def traffic(self) -> Traffic:
         log = [entry for rep in self.replicas() for entry in rep.requests]
-        return Traffic(log, self.meter.bytes)
+        return Traffic(log, self.bytes_sent)
 
     def stop(self) -> None:
         self.server.stop()
-
-
-BACKLOG = 128
 
 
 @dataclass

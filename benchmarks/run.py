@@ -364,7 +364,7 @@ class Bench:
         for url in urls:
             with urllib.request.urlopen(url, timeout=30) as response:
                 response.read()
-        total = server.meter.bytes
+        total = server.bytes_sent
         server.reset()
         return total
 

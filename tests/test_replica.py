@@ -6,6 +6,7 @@ import html
 import http.client
 import json
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -445,3 +446,49 @@ def test_server_is_quiet(server, capfd):
         resp.read()
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_stop_answers_the_requests_it_was_delaying():
+    srv = ReplicaServer().start()
+    srv.replica_en.faults.add(path="/news/", kind="delay", seconds=30)
+    answers: list[int] = []
+    waiting = threading.Thread(target=lambda: answers.append(fetch(srv.en_url)[0]))
+    waiting.start()
+    time.sleep(0.2)
+    srv.stop()
+    waiting.join(timeout=5)
+    assert answers == [200]
+
+
+def test_concurrent_requests_share_one_server_thread(server):
+    server.replica_en.faults.add(path="/news/", kind="hold")
+    before = threading.active_count()
+    clients = [threading.Thread(target=fetch, args=(server.en_url,)) for _ in range(20)]
+    for client in clients:
+        client.start()
+    time.sleep(0.3)
+    assert threading.active_count() == before + len(clients)  # the clients' threads only
+    control(server, "clear-faults")
+    for client in clients:
+        client.join(timeout=10)
+    assert [r[2] for r in server.replica_en.requests] == [200] * 20
+
+
+def raw_exchange(server: ReplicaServer, request: bytes) -> bytes:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_bytes_sent_counts_status_line_headers_and_body(server):
+    before = server.bytes_sent
+    answer = raw_exchange(server, b"GET /news/ HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 200 OK\r\n") and b"news-list" in answer
+    assert server.bytes_sent - before == len(answer)
+
+
+def test_malformed_request_line_answers_400(server):
+    assert raw_exchange(server, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.0 400 ")
