@@ -569,8 +569,8 @@ class _Exchange:
         if kind in ("status", "redirect", "garbage", "empty", "oversize"):
             await self.fault(kind, rule)
             return
-        if self.method != "GET":
-            self.send(Response(405, headers={"Allow": "GET"}))
+        if self.method not in ("GET", "HEAD"):
+            self.send(Response(405, headers={"Allow": "GET, HEAD"}))
             return
         site = self.owner.base_url + prefix
         resp = route(rep, prefix, self.target, site, hostile=kind == "hostile")
@@ -580,7 +580,7 @@ class _Exchange:
             resp.content_type = str(rule.get("content_type", "application/octet-stream"))
         if kind == "truncate":  # promise the full length, send a prefix, hang up
             self.head(resp, len(resp.body))
-            self.write(resp.body[: int(rule.get("bytes", len(resp.body) // 2))])
+            self.body(resp.body[: int(rule.get("bytes", len(resp.body) // 2))])
         else:
             self.send(resp)
 
@@ -607,11 +607,11 @@ class _Exchange:
         """Oversize body written in 64 KiB chunks, so a huge `bytes` never sits in memory."""
         self.head(Response(200), size)
         head, chunk = b"<!DOCTYPE html><html><body>"[:size], b"<p>" + b"filler " * 9362 + b"</p>\n"
-        self.write(head)
-        sent = len(head)
+        self.body(head)
+        sent = len(head) if self.method != "HEAD" else size
         while sent < size and not self.owner.stopping.is_set():
             piece = chunk[: size - sent]
-            self.write(piece)
+            self.body(piece)
             sent += len(piece)
             await self.writer.drain()
 
@@ -627,7 +627,12 @@ class _Exchange:
 
     def send(self, resp: Response) -> None:
         self.head(resp, len(resp.body))
-        self.write(resp.body)
+        self.body(resp.body)
+
+    def body(self, data: bytes) -> None:
+        """A HEAD request gets the headers a GET would, and no body."""
+        if self.method != "HEAD":
+            self.write(data)
 
     def write(self, data: bytes) -> None:
         self.owner.bytes_sent += len(data)

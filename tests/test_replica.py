@@ -492,3 +492,19 @@ def test_bytes_sent_counts_status_line_headers_and_body(server):
 
 def test_malformed_request_line_answers_400(server):
     assert raw_exchange(server, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+
+
+def test_head_answers_the_headers_of_a_get_without_a_body(server):
+    def answer(method: bytes) -> tuple[list[bytes], bytes]:
+        head, _, body = raw_exchange(server, method + b" /news/ HTTP/1.0\r\n\r\n").partition(
+            b"\r\n\r\n"
+        )
+        return [line for line in head.split(b"\r\n") if not line.startswith(b"Date:")], body
+
+    (get_head, get_body), (head_head, head_body) = answer(b"GET"), answer(b"HEAD")
+    assert head_head == get_head and b"news-list" in get_body and head_body == b""
+
+
+def test_other_methods_on_pages_answer_405(server):
+    answer = raw_exchange(server, b"PUT /news/ HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 405 ") and b"Allow: GET, HEAD\r\n" in answer
