@@ -10,9 +10,11 @@ replaces it (same place in the chain, same settings, same retry counting through
   RETRY_BACKOFF_BASE seconds, doubling with each retry of the same request, capped at
   RETRY_AFTER_MAX.
 
-The wait is an asyncio sleep on the reactor's loop: other requests keep flowing meanwhile, and
-the waiting request keeps the crawl open (it stays active in the downloader) until it is retried.
-A graceful stop (Ctrl-C, SIGTERM) cuts the wait short and gives up the retry.
+The wait is an asyncio sleep on the reactor's loop, and the waiting request keeps the crawl open
+(it stays active in the downloader) until it is retried. A `Retry-After` speaks for the whole
+site, not one page, so it also holds every other request to the same download slot (host) until
+the wait is over; after a backoff, other requests keep flowing meanwhile. A graceful stop
+(Ctrl-C, SIGTERM) cuts the wait short and gives up the retry.
 
 `OffsiteRedirectMiddleware` and `OffsiteMetaRefreshMiddleware` take the places of Scrapy's
 RedirectMiddleware and MetaRefreshMiddleware and refuse redirects to another site, by HTTP status
@@ -40,7 +42,7 @@ from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.http import HtmlResponse, Request, Response
 from scrapy.settings import BaseSettings
-from scrapy.utils.asyncio import sleep
+from scrapy.utils.asyncio import call_later, sleep
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.response import get_meta_refresh, response_status_message
 from w3lib.url import safe_url_string
@@ -86,6 +88,7 @@ class RetryAfterMiddleware(RetryMiddleware):
         super().__init__(settings)  # NotConfigured when RETRY_ENABLED is off
         self.max_delay = max(0.0, settings.getfloat("RETRY_AFTER_MAX", 120.0))
         self.backoff_base = max(0.0, settings.getfloat("RETRY_BACKOFF_BASE", 1.0))
+        self._held_until: dict[str, float] = {}  # download slot key -> monotonic time
 
     # -- delays -----------------------------------------------------------------------------
 
@@ -115,6 +118,8 @@ class RetryAfterMiddleware(RetryMiddleware):
         if retry is None:  # retries used up: the answer goes on to the spider's errback
             return response
         delay, why = self.response_delay(response, retry.meta["retry_times"])
+        if why != "backoff":
+            self._hold_slot(request, delay)
         if not await self._wait(request, delay, f"HTTP {response.status}", why):
             return response
         return retry
@@ -131,6 +136,32 @@ class RetryAfterMiddleware(RetryMiddleware):
         if not await self._wait(request, delay, type(exception).__name__, "backoff"):
             return None
         return retry
+
+    def _hold_slot(self, request: Request, delay: float) -> None:
+        """Hold the download slot of `request` (its host) for `delay` seconds.
+
+        Scrapy has no public way to pause a slot (scrapy/scrapy#6660). Its downloader already
+        waits for a slot's `latercall` before it sends more from the slot's queue (that is how a
+        DOWNLOAD_DELAY waits), so this sets one that resumes the queue after `delay`, through the
+        downloader's own `_latercall`. Should Scrapy's internals change, the hold is skipped and
+        only the request that got the answer waits.
+        """
+        if delay <= 0:
+            return
+        try:
+            downloader = self.crawler.engine.downloader
+            key = downloader.get_slot_key(request)
+            slot, resume = downloader.slots.get(key), downloader._latercall
+            pending = slot.latercall if slot is not None else None
+        except AttributeError:
+            return
+        until = time.monotonic() + delay
+        if slot is None or self._held_until.get(key, 0.0) >= until:
+            return  # no such slot any more, or held longer already
+        self._held_until[key] = until
+        if pending is not None:
+            pending.cancel()
+        slot.latercall = call_later(delay, resume, slot)
 
     async def _wait(self, request: Request, delay: float, reason: str, why: str) -> bool:
         """Sleep `delay` seconds without blocking the reactor; False if the crawl stops first."""

@@ -170,6 +170,23 @@ def test_listing_503_twice_with_retry_after_2_is_fetched_after_waiting(site, wor
     assert_clean_stderr(run.result)
 
 
+def test_retry_after_on_one_page_holds_every_request_to_the_site(site, workspace):
+    workspace.write_config(replica_config(site))
+    page = article_path(site.replica_en.listing(1)[2][2])
+    site.replica_en.faults.add(path=page, kind="status", code=503, retry_after=2, times=1)
+
+    run = crawl(workspace, "RETRY_TIMES=2", "RETRY_BACKOFF_BASE=0")
+
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    refused = next(s for s in site.stamps if s.status == 503)
+    # Requests already on their way when the 503 came are answered within a moment of it.
+    held = [s for s in site.stamps if refused.at + 0.3 < s.at < refused.at + 1.8]
+    assert held == [], held
+    retried = [s for s in site.stamps if s.target == page]
+    assert [s.status for s in retried] == [503, 200] and retried[1].at - refused.at >= 1.9
+    assert workspace.db()["articles"].count == expected_total(site)
+
+
 def test_retry_after_as_an_http_date_is_honoured(site, workspace):
     workspace.write_config(replica_config(site))
     until = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=7)
