@@ -202,7 +202,7 @@ class MeteredReplica:
 
     def __init__(self, server: ReplicaServer) -> None:
         self.server = server.start()
-        self._bytes_before = 0
+        self._bytes_before = server.bytes_sent
 
     def replicas(self) -> list[Replica]:
         server = self.server

@@ -526,6 +526,9 @@ def validate(resp: Response, if_none_match: str | None, if_modified_since: str |
 # -- HTTP server ---------------------------------------------------------------------------------
 STOP_GRACE = 0.5  # seconds stop() waits for answers under way before it cuts them off
 MAX_HEAD = 64 * 1024  # a request line and headers longer than this answer 431
+# socketserver's backlog of 5 drops handshakes when a crawler opens 16-64 connections at once,
+# and every dropped one costs the client a 1 s SYN retransmit.
+BACKLOG = 128
 
 
 class _Exchange:
@@ -682,8 +685,9 @@ class ReplicaServer:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._exchanges: set[asyncio.Task[None]] = set()
+        self._start_error: Exception | None = None
         self.stopping = asyncio.Event()  # the loop's own, made when it starts
+        self.in_flight = 0  # requests being read or answered
         self.bytes_sent = 0  # every byte of every answer (status line, headers, body)
 
     def start(self) -> ReplicaServer:
@@ -695,7 +699,7 @@ class ReplicaServer:
         http.server has no such mode, hence the small parser in _read_request.
         """
         if self._loop is None:
-            sock = socket.create_server((self.host, self.port), backlog=128)
+            sock = socket.create_server((self.host, self.port), backlog=BACKLOG)
             self.port = sock.getsockname()[1]
             self._loop = loop = asyncio.new_event_loop()
             listening = threading.Event()
@@ -703,6 +707,9 @@ class ReplicaServer:
             self._thread.daemon = True
             self._thread.start()
             listening.wait()
+            if self._start_error is not None:
+                self._loop, error, self._start_error = None, self._start_error, None
+                raise error
         return self
 
     def _run(
@@ -712,29 +719,45 @@ class ReplicaServer:
         asyncio.set_event_loop(loop)
         try:
             server = loop.run_until_complete(
-                asyncio.start_server(self._exchange, sock=sock, limit=MAX_HEAD)
+                asyncio.start_server(self._exchange, sock=sock, limit=MAX_HEAD, backlog=BACKLOG)
             )
-            self.stopping = asyncio.Event()
+        except Exception as exc:  # for start() to raise
+            self._start_error = exc
+            sock.close()
+            loop.close()
             listening.set()
+            return
+        self.stopping = asyncio.Event()
+        listening.set()
+        try:
             loop.run_forever()
+            # No new connections, then let the ones asyncio accepted reach the server before it
+            # closes: Python 3.11 fails (and leaks the socket) on one that arrives after.
+            for listener in server.sockets:
+                loop.remove_reader(listener.fileno())
+            loop.run_until_complete(asyncio.sleep(0))
             server.close()
             self.stopping.set()  # delayed and held requests are answered, streams cut short
-            loop.run_until_complete(self._finish_exchanges())
+            loop.run_until_complete(self._finish())
         finally:
-            listening.set()
             loop.close()
 
-    async def _finish_exchanges(self) -> None:
-        if self._exchanges:
-            _, late = await asyncio.wait(self._exchanges, timeout=STOP_GRACE)
-            for task in late:
+    async def _finish(self) -> None:
+        """Let the answers under way end, for up to STOP_GRACE, then cancel what is left:
+        exchanges, and connections asyncio had accepted but not yet handed to one."""
+        loop, this = asyncio.get_running_loop(), asyncio.current_task()
+        deadline = loop.time() + STOP_GRACE
+        while under_way := [task for task in asyncio.all_tasks() if task is not this]:
+            if loop.time() < deadline:
+                await asyncio.wait(under_way, timeout=deadline - loop.time())
+                continue
+            for task in under_way:
                 task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+            await asyncio.gather(*under_way, return_exceptions=True)
+        await asyncio.sleep(0)  # the closed transports' last callbacks
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._exchanges.add(task)
+        self.in_flight += 1
         try:
             request = await _read_request(reader)
             if isinstance(request, int):
@@ -751,8 +774,11 @@ class ReplicaServer:
         except Exception:  # a bug in the replica: print it, as a server would, and go on
             traceback.print_exc()
         finally:
-            self._exchanges.discard(task)
-            writer.close()
+            self.in_flight -= 1
+            if writer.transport.get_write_buffer_size():  # a client that stopped reading
+                writer.transport.abort()
+            else:
+                writer.close()
 
     def stop(self) -> None:
         """Returns promptly: stops accepting, answers delayed and held requests at once, cuts

@@ -32,6 +32,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -78,6 +80,16 @@ def parse_retry_after(value: str | bytes | None, now: datetime | None = None) ->
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+@dataclass
+class _Hold:
+    """A download slot held for a Retry-After: until when, by which timer of the slot's."""
+
+    slot: Any
+    timer: Any  # the slot's latercall while the hold lasts
+    until: float  # time.monotonic()
+    resume: Callable[[Any], None]
+
+
 class RetryAfterMiddleware(RetryMiddleware):
     """Scrapy's RetryMiddleware with waits: Retry-After on 429/503, exponential backoff else.
 
@@ -88,7 +100,7 @@ class RetryAfterMiddleware(RetryMiddleware):
         super().__init__(settings)  # NotConfigured when RETRY_ENABLED is off
         self.max_delay = max(0.0, settings.getfloat("RETRY_AFTER_MAX", 120.0))
         self.backoff_base = max(0.0, settings.getfloat("RETRY_BACKOFF_BASE", 1.0))
-        self._held_until: dict[str, float] = {}  # download slot key -> monotonic time
+        self._holds: dict[str, _Hold] = {}  # by download slot key
 
     # -- delays -----------------------------------------------------------------------------
 
@@ -146,7 +158,7 @@ class RetryAfterMiddleware(RetryMiddleware):
         downloader's own `_latercall`. Should Scrapy's internals change, the hold is skipped and
         only the request that got the answer waits.
         """
-        if delay <= 0:
+        if delay <= 0 or not self._crawling():
             return
         try:
             downloader = self.crawler.engine.downloader
@@ -155,13 +167,28 @@ class RetryAfterMiddleware(RetryMiddleware):
             pending = slot.latercall if slot is not None else None
         except AttributeError:
             return
+        if slot is None:
+            return
         until = time.monotonic() + delay
-        if slot is None or self._held_until.get(key, 0.0) >= until:
-            return  # no such slot any more, or held longer already
-        self._held_until[key] = until
+        held = self._holds.get(key)
+        if held is not None and held.slot is slot and pending is held.timer and held.until >= until:
+            return  # held as long already
         if pending is not None:
             pending.cancel()
-        slot.latercall = call_later(delay, resume, slot)
+        slot.latercall = timer = call_later(delay, resume, slot)
+        self._holds[key] = _Hold(slot, timer, until, resume)
+
+    def _release_slot(self, request: Request) -> None:
+        """End the hold of the slot of `request` now: the crawl is stopping, and what its queue
+        holds is sent (Scrapy finishes what is under way), not kept waiting until the hold ends."""
+        try:
+            key = self.crawler.engine.downloader.get_slot_key(request)
+        except AttributeError:
+            return
+        held = self._holds.pop(key, None)
+        if held is not None and held.slot.latercall is held.timer:
+            held.timer.cancel()
+            held.resume(held.slot)
 
     async def _wait(self, request: Request, delay: float, reason: str, why: str) -> bool:
         """Sleep `delay` seconds without blocking the reactor; False if the crawl stops first."""
@@ -177,6 +204,7 @@ class RetryAfterMiddleware(RetryMiddleware):
         while (remaining := deadline - time.monotonic()) > 0:
             if not self._crawling():
                 logger.info("not retrying %s: the crawl is stopping", request.url)
+                self._release_slot(request)
                 return False
             await sleep(min(remaining, _WAIT_STEP))
         return self._crawling()

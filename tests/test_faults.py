@@ -9,7 +9,9 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,7 +186,33 @@ def test_retry_after_on_one_page_holds_every_request_to_the_site(site, workspace
     assert held == [], held
     retried = [s for s in site.stamps if s.target == page]
     assert [s.status for s in retried] == [503, 200] and retried[1].at - refused.at >= 1.9
+    assert any(s.target != page and s.at > refused.at + 1.9 for s in site.stamps)  # were held
     assert workspace.db()["articles"].count == expected_total(site)
+
+
+def test_a_stop_during_a_retry_after_hold_ends_the_crawl_without_waiting_it_out(site, workspace):
+    workspace.write_config(replica_config(site))
+    page = article_path(site.replica_en.listing(1)[2][2])
+    site.replica_en.faults.add(path=page, kind="status", code=503, retry_after=60, times=1)
+    command = [sys.executable, "-m", "monitor", "--config", str(workspace.config), "crawl"]
+    crawl_process = subprocess.Popen(
+        command, cwd=workspace.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(s.status == 503 for s in site.stamps) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the hold is on
+        stopped = time.monotonic()
+        crawl_process.send_signal(signal.SIGTERM)
+        crawl_process.wait(timeout=30)
+    finally:
+        if crawl_process.poll() is None:
+            crawl_process.kill()
+        _, err = crawl_process.communicate()
+
+    assert time.monotonic() - stopped < 10, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
 
 
 def test_retry_after_as_an_http_date_is_honoured(site, workspace):

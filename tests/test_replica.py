@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import html
 import http.client
 import json
@@ -11,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from datetime import date
 from email.message import Message
 
@@ -424,13 +427,21 @@ def test_extra_sections_serve_small_listings():
         assert srv.section(0).requests[-1] == ("GET", "/s/0/news/", 304)
 
 
+def until_in_flight(server: ReplicaServer, count: int) -> None:
+    """Wait until the server is reading or answering `count` requests."""
+    deadline = time.monotonic() + 10
+    while server.in_flight < count:
+        assert time.monotonic() < deadline, f"{server.in_flight} requests in flight, not {count}"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("fault", [{"kind": "delay", "seconds": 30}, {"kind": "hold"}])
 def test_stop_returns_promptly_during_a_delayed_or_held_request(fault):
     srv = ReplicaServer().start()
     srv.replica_en.faults.add(path="/news/", **fault)
     worker = threading.Thread(target=lambda: fetch(srv.en_url), daemon=True)
     worker.start()
-    time.sleep(0.2)
+    until_in_flight(srv, 1)
     began = time.perf_counter()
     srv.stop()
     assert time.perf_counter() - began < 1.0
@@ -454,7 +465,7 @@ def test_stop_answers_the_requests_it_was_delaying():
     answers: list[int] = []
     waiting = threading.Thread(target=lambda: answers.append(fetch(srv.en_url)[0]))
     waiting.start()
-    time.sleep(0.2)
+    until_in_flight(srv, 1)
     srv.stop()
     waiting.join(timeout=5)
     assert answers == [200]
@@ -466,8 +477,8 @@ def test_concurrent_requests_share_one_server_thread(server):
     clients = [threading.Thread(target=fetch, args=(server.en_url,)) for _ in range(20)]
     for client in clients:
         client.start()
-    time.sleep(0.3)
-    assert threading.active_count() == before + len(clients)  # the clients' threads only
+    until_in_flight(server, len(clients))
+    assert threading.active_count() <= before + len(clients)  # the clients' threads only
     control(server, "clear-faults")
     for client in clients:
         client.join(timeout=10)
@@ -508,3 +519,39 @@ def test_head_answers_the_headers_of_a_get_without_a_body(server):
 def test_other_methods_on_pages_answer_405(server):
     answer = raw_exchange(server, b"PUT /news/ HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.0 405 ") and b"Allow: GET, HEAD\r\n" in answer
+
+
+def test_stop_while_clients_keep_connecting_leaves_no_socket_open_and_prints_nothing(capfd):
+    def client(srv: ReplicaServer, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(OSError):
+                raw_exchange(srv, b"GET /news/ HTTP/1.0\r\n\r\n")
+
+    for _ in range(5):
+        srv, stopping = ReplicaServer().start(), threading.Event()
+        clients = [threading.Thread(target=client, args=(srv, stopping)) for _ in range(10)]
+        for thread in clients:
+            thread.start()
+        until_in_flight(srv, 1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            srv.stop()
+            stopping.set()
+            for thread in clients:
+                thread.join(timeout=10)
+            gc.collect()
+        assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert capfd.readouterr() == ("", "")
+
+
+def test_stop_cuts_a_stream_the_client_stopped_reading():
+    srv = ReplicaServer().start()
+    srv.replica_en.faults.add(path="/news/", kind="oversize", bytes=200_000_000)
+    with socket.create_connection((srv.host, srv.port), timeout=10) as sock:
+        sock.sendall(b"GET /news/ HTTP/1.0\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.0 200 ")
+        time.sleep(0.3)  # the server fills the socket's buffers and waits
+        srv.stop()
+        with contextlib.suppress(ConnectionResetError):
+            while sock.recv(1 << 20):  # what was sent, then the end; a timeout fails the test
+                pass
