@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -87,7 +86,6 @@ class _Hold:
     slot: Any
     timer: Any  # the slot's latercall while the hold lasts
     until: float  # time.monotonic()
-    resume: Callable[[Any], None]
 
 
 class RetryAfterMiddleware(RetryMiddleware):
@@ -176,19 +174,19 @@ class RetryAfterMiddleware(RetryMiddleware):
         if pending is not None:
             pending.cancel()
         slot.latercall = timer = call_later(delay, resume, slot)
-        self._holds[key] = _Hold(slot, timer, until, resume)
+        self._holds[key] = _Hold(slot, timer, until)
 
     def _release_slot(self, request: Request) -> None:
         """End the hold of the slot of `request` now: the crawl is stopping, and what its queue
         holds is sent (Scrapy finishes what is under way), not kept waiting until the hold ends."""
         try:
-            key = self.crawler.engine.downloader.get_slot_key(request)
+            downloader = self.crawler.engine.downloader
+            held = self._holds.pop(downloader.get_slot_key(request), None)
+            if held is not None and held.slot.latercall is held.timer:
+                held.timer.cancel()
+                downloader._latercall(held.slot)
         except AttributeError:
             return
-        held = self._holds.pop(key, None)
-        if held is not None and held.slot.latercall is held.timer:
-            held.timer.cancel()
-            held.resume(held.slot)
 
     async def _wait(self, request: Request, delay: float, reason: str, why: str) -> bool:
         """Sleep `delay` seconds without blocking the reactor; False if the crawl stops first."""

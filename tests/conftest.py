@@ -6,7 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,18 @@ def replica() -> Iterator[ReplicaServer]:
         yield server
 
 
+QUIET_ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
+    """Poll `condition` until it holds; fail, naming `what`, after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
 @dataclass
 class Workspace:
     """A folder with a newsmon.toml and its database, and a way to run the real CLI there."""
@@ -55,12 +68,31 @@ class Workspace:
         self.config.write_text(text, encoding="utf-8")
         return self.config
 
+    def command(self, *args: str) -> list[str]:
+        """`newsmon --config newsmon.toml ARGS`, as a subprocess runs it."""
+        return [sys.executable, "-m", "monitor", "--config", str(self.config), *args]
+
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """`newsmon --config newsmon.toml ARGS` in a subprocess: one reactor per process."""
-        command = [sys.executable, "-m", "monitor", "--config", str(self.config), *args]
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        """`newsmon ... ARGS` in a subprocess to its end: one reactor per process."""
         return subprocess.run(
-            command, cwd=self.path, capture_output=True, text=True, timeout=timeout, env=env
+            self.command(*args),
+            cwd=self.path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=QUIET_ENV,
+        )
+
+    def start(self, *args: str, stdout: Any = subprocess.DEVNULL) -> subprocess.Popen[str]:
+        """`newsmon ... ARGS` in a subprocess left running, its stderr piped: for tests that
+        act on it (a signal, a kill) or read it while it runs."""
+        return subprocess.Popen(
+            self.command(*args),
+            cwd=self.path,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=QUIET_ENV,
         )
 
     def run_json(self, *args: str) -> dict[str, Any]:

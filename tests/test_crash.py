@@ -9,7 +9,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -40,15 +39,7 @@ def english_only(server: ReplicaServer) -> str:
 
 
 def start_crawl(workspace: Workspace, *args: str, command: str = "crawl") -> subprocess.Popen[str]:
-    command_line = [sys.executable, "-m", "monitor", "--config", str(workspace.config), command]
-    return subprocess.Popen(
-        [*command_line, *args],
-        cwd=workspace.path,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return workspace.start(command, *args)
 
 
 def read_only(database: Path) -> sqlite3.Connection:

@@ -11,7 +11,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from scrapy.settings import Settings
 import monitor.replica as replica_module
 from monitor.replica import PDF, Article, ReplicaServer
 from scraper.middlewares import RetryAfterMiddleware, parse_retry_after
-from tests.conftest import FAST_SETTINGS, Workspace, replica_config, source_block
+from tests.conftest import FAST_SETTINGS, Workspace, replica_config, source_block, wait_for
 
 LISTING = "/news/"
 
@@ -194,14 +193,9 @@ def test_a_stop_during_a_retry_after_hold_ends_the_crawl_without_waiting_it_out(
     workspace.write_config(replica_config(site))
     page = article_path(site.replica_en.listing(1)[2][2])
     site.replica_en.faults.add(path=page, kind="status", code=503, retry_after=60, times=1)
-    command = [sys.executable, "-m", "monitor", "--config", str(workspace.config), "crawl"]
-    crawl_process = subprocess.Popen(
-        command, cwd=workspace.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    crawl_process = workspace.start("crawl")
     try:
-        deadline = time.monotonic() + 60
-        while not any(s.status == 503 for s in site.stamps) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: any(s.status == 503 for s in site.stamps), 60, "the 503", every=0.05)
         time.sleep(0.5)  # the hold is on
         stopped = time.monotonic()
         crawl_process.send_signal(signal.SIGTERM)

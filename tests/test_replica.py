@@ -20,6 +20,7 @@ from email.message import Message
 import pytest
 
 from monitor.replica import HOSTILE_TITLE, FaultPlan, Replica, ReplicaServer
+from tests.conftest import wait_for
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -429,10 +430,7 @@ def test_extra_sections_serve_small_listings():
 
 def until_in_flight(server: ReplicaServer, count: int) -> None:
     """Wait until the server is reading or answering `count` requests."""
-    deadline = time.monotonic() + 10
-    while server.in_flight < count:
-        assert time.monotonic() < deadline, f"{server.in_flight} requests in flight, not {count}"
-        time.sleep(0.01)
+    wait_for(lambda: server.in_flight >= count, 10, f"{count} requests in flight", every=0.01)
 
 
 @pytest.mark.parametrize("fault", [{"kind": "delay", "seconds": 30}, {"kind": "hold"}])

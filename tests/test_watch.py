@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from monitor.replica import Replica, ReplicaServer
+from tests.conftest import wait_for
 from tests.test_check import integrity, jsonl_channel, read_jsonl, site_config
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def finished_ticks(database: Path) -> int:
@@ -44,14 +33,8 @@ def test_watch_alerts_once_for_an_article_published_while_it_runs_and_stops_on_s
     alerts_file = workspace.path / "alerts.jsonl"
     with ReplicaServer(Replica(articles=5), Replica(articles=1, language="ru")) as server:
         workspace.write_config(site_config(server, jsonl_channel(alerts_file, '["new"]')))
-        watcher = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "--config", str(workspace.config), "watch"]
-            + ["--every", "2s", "--source", "csto-en"],
-            cwd=workspace.path,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        watcher = workspace.start(
+            "watch", "--every", "2s", "--source", "csto-en", stdout=subprocess.PIPE
         )
         try:
             wait_for(lambda: finished_ticks(workspace.database) >= 1, 30, "the baseline tick")

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -340,16 +339,7 @@ def crawled_by_the_worker(
     for section, prefix in ((replica.replica_en, "/news/"), (replica.replica_ru, "/ru/news/")):
         section.faults.add(path=prefix + "news_odkb/", kind="hold")
         section.faults.add(path=prefix + "?PAGEN_1=", kind="hold")
-    command = [sys.executable, "-m", "monitor", "--config", str(workspace.config), "-v", "crawl"]
-    command += args
-    crawl = subprocess.Popen(  # as Workspace.run starts it, but read while it runs
-        command,
-        cwd=workspace.path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    crawl = workspace.start("-v", "crawl", *args)  # its log read while it runs
     log: list[str] = []
     ready = threading.Event()
 
